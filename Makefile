@@ -1,0 +1,29 @@
+# Two commands a new user needs: `make demo` (answer a question about an image) and `make test`.
+# Each creates or reuses .venv and installs the pinned dependencies (CPU torch first).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+IMAGE ?= assets/extreme_ironing.jpg
+QUESTION ?= What colour is the shirt?
+
+.PHONY: demo test lint install
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q torch==$$(sed -n 's/^torch==//p' requirements.lock)
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/llava-mini ask $(IMAGE) "$(QUESTION)"
+
+test: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
