@@ -1,0 +1,148 @@
+"""LlavaMiniConfig: a vision config, a text config and the LLaVA-Mini fields (paper sec. 4, appendix B)."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from transformers import AutoConfig, PreTrainedConfig
+from transformers.configuration_utils import SubConfigSpec
+
+CompressorType = Literal["query", "pool", "none"]
+Arrangement = Literal["release", "paper"]
+
+
+class LlavaMiniConfig(PreTrainedConfig):
+    r"""Configuration of a LLaVA-Mini model.
+
+    The defaults describe the released checkpoint: CLIP ViT-L/14-336 and LLaMA (sizes from `text_config`),
+    one compressed vision token per image (`compressor_size=1`), four pre-fusion layers.
+
+    Args:
+        vision_config: any Hugging Face vision model config (CLIP by default; SigLIP works too).
+        text_config: any Hugging Face causal LM config (LLaMA by default; Qwen2 works too).
+        image_token_id: id of the `<image>` placeholder token; each picture fills
+            `num_vision_tokens(views)` consecutive placeholder positions.
+        compressor_type: "query" (learned queries, sec. 4.1), "pool" (average pooling, Table 8)
+            or "none" (every vision token reaches the LLM: the LLaVA-v1.5 baseline when N = 0).
+        compressor_size: C, the side of the compressed grid: C*C tokens per picture reach the LLM.
+        compressor_num_heads: heads of the compressor's cross-attention.
+        prefusion_layers: N, the number of modality pre-fusion layers (0 disables pre-fusion).
+        prefusion_init: "random" (as released) or "llm" (copy the LLM's first N layers).
+        arrangement: "release" compresses in the vision tower's space before the projector and
+            hands the LLM the pre-fused compressed slots; "paper" projects first, compresses in the
+            LLM's space, and hands the LLM the compressor's output directly (Figure 6).
+        vision_feature_layer: which hidden state of the vision tower to use (-2 as in LLaVA).
+        vision_feature_select: "patch" drops the class token, "full" keeps every token.
+        projector_type: "mlp2x_gelu" or "linear".
+        resolution_ratio: HD crops per side (1 = standard, 2 = 672 px as in sec. 4.2).
+        video_fps: frames sampled per second of video.
+        video_max_frames: upper bound on sampled frames (None = no bound).
+        encode_chunk_size: pictures encoded, compressed and pre-fused at once (bounds memory for video).
+    """
+
+    model_type = "llava_mini"
+
+    sub_configs_defaults = {
+        "vision_config": SubConfigSpec(
+            config_class=AutoConfig,
+            model_type="clip_vision_model",
+            init_kwargs={
+                "hidden_size": 1024,
+                "intermediate_size": 4096,
+                "patch_size": 14,
+                "image_size": 336,
+                "num_hidden_layers": 24,
+                "num_attention_heads": 16,
+                "projection_dim": 768,
+            },
+        ),
+        "text_config": SubConfigSpec(config_class=AutoConfig, model_type="llama"),
+    }
+
+    vision_config: dict | PreTrainedConfig | None = None
+    text_config: dict | PreTrainedConfig | None = None
+    image_token_id: int = 0
+    compressor_type: CompressorType = "query"
+    compressor_size: int = 1
+    compressor_num_heads: int = 8
+    prefusion_layers: int = 4
+    prefusion_init: Literal["random", "llm"] = "random"
+    arrangement: Arrangement = "release"
+    vision_feature_layer: int = -2
+    vision_feature_select: Literal["patch", "full"] = "patch"
+    projector_type: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
+    resolution_ratio: int = 1
+    video_fps: float = 1.0
+    video_max_frames: int | None = None
+    encode_chunk_size: int = 64
+    tie_word_embeddings: bool = False
+
+    def __post_init__(self, **kwargs) -> None:
+        super().__post_init__(**kwargs)
+        self.validate_llava_mini_fields()
+
+    def validate_llava_mini_fields(self) -> None:
+        """Raise ValueError naming the field when a LLaVA-Mini setting is out of range."""
+        choices = {
+            "compressor_type": ("query", "pool", "none"),
+            "prefusion_init": ("random", "llm"),
+            "arrangement": ("release", "paper"),
+            "vision_feature_select": ("patch", "full"),
+            "projector_type": ("mlp2x_gelu", "linear"),
+        }
+        for field_name, allowed in choices.items():
+            if getattr(self, field_name) not in allowed:
+                raise ValueError(f"{field_name}={getattr(self, field_name)!r}; expected one of {allowed}")
+        positive = ("compressor_size", "compressor_num_heads", "resolution_ratio", "encode_chunk_size")
+        for field_name in positive:
+            if int(getattr(self, field_name)) < 1:
+                raise ValueError(f"{field_name} must be >= 1, got {getattr(self, field_name)}")
+        if self.prefusion_layers < 0:
+            raise ValueError(f"prefusion_layers must be >= 0, got {self.prefusion_layers}")
+        if self.video_fps <= 0:
+            raise ValueError(f"video_fps must be > 0, got {self.video_fps}")
+        if self.video_max_frames is not None and self.video_max_frames < 1:
+            raise ValueError(f"video_max_frames must be >= 1 or None, got {self.video_max_frames}")
+        if self.compressor_size > self.patch_grid_side:
+            raise ValueError(
+                f"compressor_size={self.compressor_size} exceeds the vision grid side {self.patch_grid_side}"
+            )
+
+    @property
+    def patch_grid_side(self) -> int:
+        """Side of the vision tower's patch grid (24 for CLIP ViT-L/14 at 336 px)."""
+        return int(self.vision_config.image_size) // int(self.vision_config.patch_size)
+
+    @property
+    def num_patches(self) -> int:
+        return self.patch_grid_side**2
+
+    @property
+    def views_per_picture(self) -> int:
+        """Views the image processor produces per picture: 1, or ratio*ratio crops plus the global view."""
+        return 1 if self.resolution_ratio == 1 else self.resolution_ratio**2 + 1
+
+    def num_vision_tokens(self, views: int | None = None) -> int:
+        """Vision tokens the LLM sees per picture (image or video frame)."""
+        views = self.views_per_picture if views is None else views
+        if self.compressor_type == "none":
+            return views * self.num_patches
+        return self.compressor_size**2
+
+    @property
+    def stitched_grid_side(self) -> int:
+        """Side of the grid the compressor reads: the patch grid, or the stitched HD crops."""
+        return self.patch_grid_side * self.resolution_ratio
+
+    def hd_grid_side(self, views: int) -> int:
+        """Crops per side for a picture given as `views` views (1 view -> 1)."""
+        if views == 1:
+            return 1
+        ratio = math.isqrt(views - 1)
+        if ratio * ratio != views - 1:
+            raise ValueError(f"{views} views is not ratio*ratio crops plus one global view")
+        return ratio
+
+
+__all__ = ["LlavaMiniConfig"]
