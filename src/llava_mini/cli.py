@@ -1,0 +1,127 @@
+"""`llava-mini` command line: one entry point, one subcommand per task (parsing only; work lives elsewhere)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="local directory or hub id (default: the shipped model)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    parser.add_argument("--seed", type=int, default=None)
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    import torch
+
+    from llava_mini.inference.generate import GenerationSettings, LlavaMini
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    assistant = LlavaMini.load(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    if args.fps is not None:
+        assistant.config.video_fps = args.fps
+    if args.max_frames is not None:
+        assistant.config.video_max_frames = args.max_frames
+    settings = GenerationSettings(
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_p=args.top_p,
+        stop=args.stop,
+        seed=args.seed,
+    )
+    media = [assistant.medium(path) for path in args.media]
+    messages = assistant.question_messages(args.question, media)
+    if args.no_stream:
+        print(assistant.chat(messages, media, settings))
+        return 0
+    for piece in assistant.stream_chat(messages, media, settings):
+        print(piece, end="", flush=True)
+    print()
+    return 0
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from llava_mini.inference.random_model import write_random_model
+
+    path = write_random_model(args.out, preset=args.preset, seed=args.seed)
+    print(f"wrote a random {args.preset} model to {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llava-mini", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    ask = commands.add_parser("ask", help="answer a question about images and/or videos")
+    ask.add_argument("media", nargs="*", help="image or video files (videos by suffix: .mp4, .webm, ...)")
+    ask.add_argument("question", help="the question")
+    ask.add_argument("--fps", type=float, default=None, help="video frames sampled per second")
+    ask.add_argument("--max-frames", type=int, default=None, help="at most this many video frames")
+    ask.add_argument("--no-stream", action="store_true", help="print the answer at the end, not token by token")
+    add_model_arguments(ask)
+    add_generation_arguments(ask)
+    ask.set_defaults(handler=run_ask)
+
+    init = commands.add_parser("init", help="write a randomly initialised model (for smoke tests)")
+    init.add_argument("out", help="output directory")
+    init.add_argument("--preset", default="tiny")
+    init.add_argument("--seed", type=int, default=0)
+    init.set_defaults(handler=run_init)
+
+    data = commands.add_parser("data", help="data tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
+    synth = data_commands.add_parser("synth", help="generate the synthetic visual world")
+    try:
+        from llava_mini.data.synthetic import add_synth_arguments, run_synth
+    except ImportError:  # the module needs optional video support; report it when the command is used
+        add_synth_arguments, run_synth = None, None
+    if add_synth_arguments is not None:
+        add_synth_arguments(synth)
+        synth.set_defaults(handler=run_synth)
+
+    evaluation = commands.add_parser("eval", help="evaluate a model")
+    eval_commands = evaluation.add_subparsers(dest="eval_task", required=True, metavar="TASK")
+    from llava_mini.eval.synth import add_eval_synth_arguments, run_eval_synth
+
+    eval_synth = eval_commands.add_parser("synth", help="exact match on a held-out synthetic set")
+    add_eval_synth_arguments(eval_synth)
+    eval_synth.set_defaults(handler=run_eval_synth)
+
+    train = commands.add_parser("train", help="train with a recipe (stages 0-2)")
+    try:
+        from llava_mini.train.recipe import add_train_arguments, run_train
+    except ImportError:
+        add_train_arguments, run_train = None, None
+    if add_train_arguments is not None:
+        add_train_arguments(train)
+        train.set_defaults(handler=run_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    if not hasattr(args, "handler"):
+        parser.error(f"{args.command} is not available in this installation")
+    try:
+        return int(args.handler(args) or 0)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"llava-mini: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

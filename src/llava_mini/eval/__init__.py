@@ -1,0 +1,1 @@
+"""Evaluation: the synthetic held-out set (and, later, the paper's benchmarks)."""

@@ -1,0 +1,1 @@
+"""Inference: load a model and ask about images and videos."""

@@ -1,0 +1,189 @@
+"""Ask a LLaVA-Mini model about images and videos: load once, then `ask` (optionally streaming)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from threading import Thread
+
+import torch
+from PIL import Image
+from transformers import TextIteratorStreamer
+
+from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
+from llava_mini.processing.image import load_image
+from llava_mini.processing.processor import LlavaMiniProcessor, Medium, Video
+from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
+from llava_mini.processing.video import read_video_frames
+
+logger = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".gif"}
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "pretrained" / "llava-mini-tiny"
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding options; temperature 0 means greedy."""
+
+    max_new_tokens: int = 64
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: Sequence[str] = ()
+    seed: int | None = None
+
+    def generate_kwargs(self) -> dict:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        kwargs: dict = {"max_new_tokens": self.max_new_tokens}
+        if self.temperature == 0:
+            kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+        else:
+            kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=None)
+        return kwargs
+
+
+def load_medium(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> Medium:
+    """An image file -> PIL image; a video file (by suffix) -> its sampled frames."""
+    path = Path(path)
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return Video(read_video_frames(path, fps=fps, max_frames=max_frames))
+    return load_image(path)
+
+
+def resolve_model_path(model: str | os.PathLike | None) -> str:
+    """A local directory, or a hub id (on machines that can reach the hub); None -> the shipped model."""
+    if model is None:
+        if not (SHIPPED_MODEL_DIR / "config.json").is_file():
+            raise FileNotFoundError(
+                f"the shipped model is missing at {SHIPPED_MODEL_DIR}; pass --model DIR or a hub id"
+            )
+        return str(SHIPPED_MODEL_DIR)
+    return str(model)
+
+
+class LlavaMini:
+    """A loaded model and processor. `LlavaMini.load().ask("photo.jpg", "What is in it?")`."""
+
+    def __init__(self, model: LlavaMiniForConditionalGeneration, processor: LlavaMiniProcessor) -> None:
+        self.model = model.eval()
+        self.processor = processor
+
+    @classmethod
+    def load(
+        cls,
+        model: str | os.PathLike | None = None,
+        device: str = "cpu",
+        dtype: torch.dtype | str = torch.float32,
+    ) -> LlavaMini:
+        path = resolve_model_path(model)
+        network = LlavaMiniForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
+        return cls(network, LlavaMiniProcessor.from_pretrained(path))
+
+    @property
+    def config(self):
+        return self.model.config
+
+    def medium(self, source: str | os.PathLike | Medium) -> Medium:
+        if isinstance(source, (Image.Image, Video, torch.Tensor)):
+            return source
+        return load_medium(source, fps=self.config.video_fps, max_frames=self.config.video_max_frames)
+
+    def prepare(
+        self, conversations: Sequence[Sequence[dict]], media: Sequence[Sequence[Medium]]
+    ) -> dict[str, torch.Tensor]:
+        """Left-padded model inputs for a batch of conversations, on the model's device and dtype."""
+        batch = self.processor(conversations, [list(m) for m in media], add_generation_prompt=True)
+        device = self.model.device
+        batch = {key: value.to(device) for key, value in batch.items()}
+        if "pixel_values" in batch:
+            batch["pixel_values"] = batch["pixel_values"].to(self.model.dtype)
+        return batch
+
+    def question_messages(self, question: str, media: Sequence[Medium]) -> list[dict]:
+        markers = "".join((VIDEO_TOKEN if isinstance(m, Video) else IMAGE_TOKEN) + "\n" for m in media)
+        has_marker = IMAGE_TOKEN in question or VIDEO_TOKEN in question
+        return self.processor.build_messages([("user", question if has_marker else markers + question)])
+
+    def stop_token_ids(self) -> list[int]:
+        tokenizer = self.processor.tokenizer
+        ids = {tokenizer.eos_token_id}
+        ids.update(
+            tokenizer.convert_tokens_to_ids(token)
+            for token in ("<|eot_id|>", "<|eom_id|>", "<|end_of_text|>")
+            if token in tokenizer.get_vocab()
+        )
+        return sorted(i for i in ids if i is not None)
+
+    def _generate_kwargs(self, batch: dict, settings: GenerationSettings) -> dict:
+        kwargs = dict(batch, **settings.generate_kwargs())
+        kwargs.update(eos_token_id=self.stop_token_ids(), pad_token_id=self.processor.tokenizer.pad_token_id)
+        if settings.stop:
+            kwargs.update(stop_strings=list(settings.stop), tokenizer=self.processor.tokenizer)
+        if settings.seed is not None:
+            torch.manual_seed(settings.seed)
+        return kwargs
+
+    def chat(self, messages: Sequence[dict], media: Sequence[Medium], settings: GenerationSettings) -> str:
+        """Answer the last user turn of `messages` (media fill the placeholders in order)."""
+        return self.chat_batch([messages], [media], settings)[0]
+
+    def chat_batch(
+        self,
+        conversations: Sequence[Sequence[dict]],
+        media: Sequence[Sequence[Medium]],
+        settings: GenerationSettings,
+    ) -> list[str]:
+        """Answer several conversations in one left-padded batch (same answers as one at a time)."""
+        batch = self.prepare(conversations, media)
+        with torch.inference_mode():
+            output = self.model.generate(**self._generate_kwargs(batch, settings))
+        prompt_length = batch["input_ids"].shape[1]
+        return [trim_at_stop(self.processor.decode(row[prompt_length:]), settings.stop) for row in output]
+
+    def stream_chat(
+        self, messages: Sequence[dict], media: Sequence[Medium], settings: GenerationSettings
+    ) -> Iterator[str]:
+        """Like `chat`, yielding text pieces as they are generated."""
+        batch = self.prepare([messages], [media])
+        streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        kwargs = self._generate_kwargs(batch, settings)
+        worker = Thread(target=self._generate_quietly, kwargs=dict(kwargs, streamer=streamer), daemon=True)
+        worker.start()
+        yield from streamer
+        worker.join()
+
+    def _generate_quietly(self, **kwargs) -> None:
+        with torch.inference_mode():
+            self.model.generate(**kwargs)
+
+    def ask(
+        self,
+        media: str | os.PathLike | Medium | Sequence[str | os.PathLike | Medium] | None,
+        question: str,
+        settings: GenerationSettings | None = None,
+        **overrides,
+    ) -> str:
+        """One question about zero, one or several images/videos (paths or loaded media)."""
+        settings = settings or GenerationSettings(**overrides)
+        if media is None:
+            sources: list = []
+        elif isinstance(media, (str, os.PathLike, Image.Image, Video, torch.Tensor)):
+            sources = [media]
+        else:
+            sources = list(media)
+        loaded = [self.medium(source) for source in sources]
+        return self.chat(self.question_messages(question, loaded), loaded, settings)
+
+
+def trim_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Cut the answer at the first stop string (generation stops after it appears)."""
+    cut = min((text.find(s) for s in stop if s and s in text), default=-1)
+    return text[:cut].rstrip() if cut >= 0 else text

@@ -1,0 +1,139 @@
+"""Image preprocessing: pad to square with the mean colour, HD crops, CLIP normalisation (sec. 4.2)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+logger = logging.getLogger(__name__)
+
+IMAGE_PROCESSOR_CONFIG_NAME = "preprocessor_config.json"
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+def load_image(source: str | os.PathLike | Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Open an image file as RGB; errors name the file; refuses images over `max_pixels` (decompression bombs)."""
+    if isinstance(source, Image.Image):
+        image = source
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"image file not found: {path}")
+        try:
+            image = Image.open(path)
+        except (UnidentifiedImageError, OSError) as error:
+            raise ValueError(f"{path} is not a readable image ({error})") from error
+    width, height = image.size
+    if width * height > max_pixels:
+        raise ValueError(f"image of {width}x{height} pixels exceeds the limit of {max_pixels} pixels")
+    try:
+        return image.convert("RGB")
+    except OSError as error:
+        raise ValueError(f"{getattr(image, 'filename', 'image')} could not be decoded ({error})") from error
+
+
+def expand_to_square(image: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    """Pad to a centred square with `background` (LLaVA's "pad" aspect mode)."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), background)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def split_into_crops(image: Image.Image, ratio: int) -> list[Image.Image]:
+    """ratio x ratio equal crops, row-major, integer block sizes; ratio 1 gives no crops."""
+    if ratio <= 1:
+        return []
+    width, height = image.size
+    block_width, block_height = width // ratio, height // ratio
+    return [
+        image.crop((col * block_width, row * block_height, (col + 1) * block_width, (row + 1) * block_height))
+        for row in range(ratio)
+        for col in range(ratio)
+    ]
+
+
+@dataclass
+class LlavaMiniImageProcessor:
+    """Pictures -> normalised tensors of shape (S, 3, size, size), S = 1 or ratio*ratio crops + the global view."""
+
+    size: int = 336
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
+    resolution_ratio: int = 1
+
+    @property
+    def background(self) -> tuple[int, int, int]:
+        return tuple(int(m * 255) for m in self.image_mean)
+
+    def normalise(self, image: Image.Image, resample: Image.Resampling) -> torch.Tensor:
+        """(H, W) RGB image -> (3, size, size) float tensor with CLIP mean/std."""
+        resized = image.convert("RGB").resize((self.size, self.size), resample)
+        array = np.asarray(resized, dtype=np.float32) / 255.0
+        array = (array - np.array(self.image_mean, dtype=np.float32)) / np.array(self.image_std, dtype=np.float32)
+        return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+    def views(self, image: Image.Image) -> list[Image.Image]:
+        """The crops (unpadded source, row-major) then the whole image, as the release orders them."""
+        return split_into_crops(image, self.resolution_ratio) + [image]
+
+    def preprocess_image(self, image: Image.Image) -> torch.Tensor:
+        """An image -> (S, 3, size, size); each view padded to a square with the mean colour."""
+        image = load_image(image)
+        padded = [expand_to_square(view, self.background) for view in self.views(image)]
+        return torch.stack([self.normalise(view, Image.Resampling.BICUBIC) for view in padded])
+
+    def preprocess_frames(self, frames: Sequence[Image.Image]) -> torch.Tensor:
+        """Video frames -> (T, S, 3, size, size); frames are resized straight (no padding, nearest), as released."""
+        if not frames:
+            raise ValueError("a video needs at least one frame")
+        return torch.stack(
+            [
+                torch.stack([self.normalise(view, Image.Resampling.NEAREST) for view in self.views(frame)])
+                for frame in frames
+            ]
+        )
+
+    def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
+        """Several images -> (P, S, 3, size, size)."""
+        return torch.stack([self.preprocess_image(image) for image in images])
+
+    def to_dict(self) -> dict:
+        return {"image_processor_type": type(self).__name__, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, settings: dict) -> LlavaMiniImageProcessor:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(settings) - known - {"image_processor_type"})
+        if unknown:
+            logger.warning("ignoring unknown image processor settings: %s", ", ".join(unknown))
+        values = {key: value for key, value in settings.items() if key in known}
+        for key in ("image_mean", "image_std"):
+            if key in values:
+                values[key] = tuple(values[key])
+        return cls(**values)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / IMAGE_PROCESSOR_CONFIG_NAME).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike) -> LlavaMiniImageProcessor:
+        path = Path(directory) / IMAGE_PROCESSOR_CONFIG_NAME
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found")
+        return cls.from_dict(json.loads(path.read_text()))

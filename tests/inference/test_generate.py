@@ -1,0 +1,79 @@
+"""End to end on a random tiny model written to disk: load, ask about an image and a video, stream."""
+
+from __future__ import annotations
+
+import pytest
+from PIL import Image
+
+from llava_mini.cli import build_parser, main
+from llava_mini.inference.generate import GenerationSettings, LlavaMini, trim_at_stop
+from llava_mini.inference.random_model import write_random_model
+from llava_mini.processing.processor import Video
+from tests.conftest import SHARED_MEDIA
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return write_random_model(tmp_path_factory.mktemp("random-tiny"))
+
+
+@pytest.fixture(scope="module")
+def assistant(model_dir) -> LlavaMini:
+    return LlavaMini.load(model_dir)
+
+
+def test_ask_about_an_image_greedy_is_deterministic(assistant):
+    image = Image.new("RGB", (120, 80), "red")
+    first = assistant.ask(image, "what colour is the square ?", max_new_tokens=5)
+    assert isinstance(first, str)
+    assert first == assistant.ask(image, "what colour is the square ?", max_new_tokens=5)
+
+
+def test_streaming_gives_the_same_text_as_one_shot(assistant):
+    image = Image.new("RGB", (64, 64), "blue")
+    media = [image]
+    messages = assistant.question_messages("how many circles are there ?", media)
+    settings = GenerationSettings(max_new_tokens=6)
+    streamed = "".join(assistant.stream_chat(messages, media, settings)).strip()
+    assert streamed == assistant.chat(messages, media, settings)
+
+
+def test_video_and_several_images(assistant):
+    frames = [Image.new("RGB", (48, 48), colour) for colour in ("red", "green", "blue")]
+    assert isinstance(assistant.ask(Video(frames), "which direction does the circle move ?", max_new_tokens=3), str)
+    two = [Image.new("RGB", (48, 48), "red"), Image.new("RGB", (48, 48), "green")]
+    assert isinstance(assistant.ask(two, "what colour ?", max_new_tokens=3), str)
+
+
+def test_sampling_with_a_seed_is_reproducible(assistant):
+    image = Image.new("RGB", (64, 64), "green")
+    settings = GenerationSettings(max_new_tokens=6, temperature=1.0, top_p=0.9, seed=3)
+    assert assistant.ask(image, "describe the image .", settings) == assistant.ask(image, "describe the image .", settings)
+
+
+def test_stop_strings_trim_the_answer():
+    assert trim_at_stop("a red square . and more", ["."]) == "a red square"
+    assert trim_at_stop("no stop here", ["###"]) == "no stop here"
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="top_p"):
+        GenerationSettings(top_p=0).generate_kwargs()
+
+
+def test_cli_lists_subcommands_and_answers_about_a_real_photo(model_dir, capsys):
+    help_text = build_parser().format_help()
+    for command in ("ask", "init", "data", "train"):
+        assert command in help_text
+    photo = SHARED_MEDIA / "extreme_ironing.jpg"
+    if not photo.is_file():
+        pytest.skip("shared media not present")
+    code = main(["ask", str(photo), "what is the man doing ?", "--model", str(model_dir), "--max-new-tokens", "4"])
+    assert code == 0
+    assert capsys.readouterr().out.endswith("\n")  # the streamed answer, then a newline
+
+
+def test_cli_reports_a_missing_file_clearly(model_dir, capsys):
+    code = main(["ask", "/nonexistent/photo.png", "what ?", "--model", str(model_dir)])
+    assert code == 2
+    assert "/nonexistent/photo.png" in capsys.readouterr().err
