@@ -1,0 +1,1 @@
+"""Training: recipes (YAML) over small parts — arguments, freezing, checkpoints, the loop."""
