@@ -7,6 +7,10 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from llava_mini.data.synthetic import add_synth_arguments, run_synth
+from llava_mini.eval.synth import add_eval_synth_arguments, run_eval_synth
+from llava_mini.train.recipe import add_train_arguments, run_train
+
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="local directory or hub id (default: the shipped model)")
@@ -83,30 +87,18 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     synth = data_commands.add_parser("synth", help="generate the synthetic visual world")
-    try:
-        from llava_mini.data.synthetic import add_synth_arguments, run_synth
-    except ImportError:  # the module needs optional video support; report it when the command is used
-        add_synth_arguments, run_synth = None, None
-    if add_synth_arguments is not None:
-        add_synth_arguments(synth)
-        synth.set_defaults(handler=run_synth)
+    add_synth_arguments(synth)
+    synth.set_defaults(handler=run_synth)
 
     evaluation = commands.add_parser("eval", help="evaluate a model")
     eval_commands = evaluation.add_subparsers(dest="eval_task", required=True, metavar="TASK")
-    from llava_mini.eval.synth import add_eval_synth_arguments, run_eval_synth
-
     eval_synth = eval_commands.add_parser("synth", help="exact match on a held-out synthetic set")
     add_eval_synth_arguments(eval_synth)
     eval_synth.set_defaults(handler=run_eval_synth)
 
     train = commands.add_parser("train", help="train with a recipe (stages 0-2)")
-    try:
-        from llava_mini.train.recipe import add_train_arguments, run_train
-    except ImportError:
-        add_train_arguments, run_train = None, None
-    if add_train_arguments is not None:
-        add_train_arguments(train)
-        train.set_defaults(handler=run_train)
+    add_train_arguments(train)
+    train.set_defaults(handler=run_train)
     return parser
 
 
@@ -114,8 +106,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
-    if not hasattr(args, "handler"):
-        parser.error(f"{args.command} is not available in this installation")
     try:
         return int(args.handler(args) or 0)
     except (FileNotFoundError, ValueError) as error:

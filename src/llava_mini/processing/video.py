@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,22 +97,27 @@ def iter_video_frames(
     """Sampled RGB frames in time order, `chunk_size` at a time: memory does not grow with the video."""
     info = probe_video(path)
     wanted = sample_frame_indices(info.total_frames, info.average_fps, fps, max_frames)
-    wanted_set, chunk, last = set(wanted), [], None
+    copies = Counter(wanted)  # short clips can sample one frame twice
+    chunk: list[Image.Image] = []
+    emitted, last = 0, None
     for index, frame in enumerate(_decoded_frames(info.path)):
-        if index in wanted_set:
+        if index in copies:
             last = frame.to_image()
-            chunk.append(last)
-            if len(chunk) == chunk_size:
-                yield chunk
-                chunk = []
+            for _ in range(copies[index]):
+                chunk.append(last)
+                emitted += 1
+                if len(chunk) == chunk_size:
+                    yield chunk
+                    chunk = []
         if index >= wanted[-1]:
             break
-    else:
-        # The container over-reported its frame count: repeat the last decoded frame for missing indices.
-        emitted = sum(1 for i in wanted if i <= index) if last is not None else 0
-        if last is None:
-            raise VideoDecodeError(f"{info.path} contains no decodable frames")
-        chunk.extend([last] * (len(wanted) - emitted))
+    if last is None:
+        raise VideoDecodeError(f"{info.path} contains no decodable frames")
+    # A container can over-report its frame count: repeat the last decoded frame for the missing ones.
+    chunk.extend([last] * (len(wanted) - emitted))
+    while len(chunk) > chunk_size:
+        yield chunk[:chunk_size]
+        chunk = chunk[chunk_size:]
     if chunk:
         yield chunk
 

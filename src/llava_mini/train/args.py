@@ -48,6 +48,7 @@ class RecipeArgs:
     data_root: str = "."
     seed: int = 0
     threads: int | None = None
+    device: Literal["auto", "cpu"] = "auto"
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     gradient_checkpointing: bool = False
     log_every: int = 10

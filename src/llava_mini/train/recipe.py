@@ -83,7 +83,10 @@ class TrainRecipe:
         return records
 
     def model_fields(self, stage: StageArgs) -> dict:
-        return {**STAGE_MODEL_DEFAULTS.get(stage.mode, {}), **self.args.model, **stage.model}
+        """LLaVA-Mini fields of a stage: the class defaults, the recipe's model, the stage mode's forced
+        settings (stage 1 runs without compression and pre-fusion), then the stage's own overrides."""
+        defaults = {name: LlavaMiniConfig.__dataclass_fields__[name].default for name in ("compressor_type", "prefusion_layers")}
+        return {**defaults, **self.args.model, **STAGE_MODEL_DEFAULTS.get(stage.mode, {}), **stage.model}
 
     def build_from_scratch(self, stage: StageArgs, records: list[ConversationRecord]):
         """Stage 0 of the tiny recipe: a tokenizer trained on the data and a randomly initialised preset."""
@@ -135,7 +138,8 @@ class TrainRecipe:
         """Start from the previous stage: same weights by name, new modules (compressor, pre-fusion) fresh."""
         config = LlavaMiniConfig.from_pretrained(previous)
         for key, value in self.model_fields(stage).items():
-            setattr(config, key, value)
+            if key not in ("vision_config", "text_config"):  # the architecture comes with the weights
+                setattr(config, key, value)
         config.validate_llava_mini_fields()
         model = LlavaMiniForConditionalGeneration(config)
         result = model.load_state_dict(load_weights(previous), strict=False)
@@ -197,6 +201,7 @@ class TrainRecipe:
     def run_stage(self, index: int, stage: StageArgs, previous: Path | None) -> Path:
         stage_dir = self.stage_dir(index, stage)
         accelerator = Accelerator(
+            cpu=self.args.device == "cpu" or not torch.cuda.is_available(),  # multi-process CPU runs use gloo
             mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.args.precision],
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )

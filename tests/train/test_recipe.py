@@ -1,0 +1,143 @@
+"""Training recipes on a tiny model: trainable sets, accumulation, resume, atomic saves, DDP."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from llava_mini.data.synthetic import generate_dataset
+from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
+from llava_mini.train.args import load_recipe
+from llava_mini.train.checkpoint import atomic_directory_write
+from llava_mini.train.freezing import set_trainable
+from llava_mini.train.recipe import TrainRecipe, run_recipe
+from tests.conftest import REPO_ROOT, tiny_config
+
+TINY_MODEL = {
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4},
+    "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                    "num_key_value_heads": 2},
+}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("world")
+    generate_dataset(out, seed=5, num_images=16, num_videos=4)
+    return out
+
+
+def write_recipe(tmp_path: Path, world: Path, stages: list[dict], **top) -> Path:
+    recipe = {
+        "output_dir": str(tmp_path / "out"),
+        "data_root": str(world),
+        "preset": "tiny",
+        "threads": 1,
+        "tokenizer_vocab_size": 300,
+        "model": TINY_MODEL,
+        "log_every": 1,
+        "stages": stages,
+        **top,
+    }
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def stage(name: str, mode: str, **fields) -> dict:
+    data = ["captions.json"] if mode == "align" else ["instructions.json"]
+    return {"name": name, "mode": mode, "data": data, "max_steps": 3, "batch_size": 4, "lr": 1e-3, **fields}
+
+
+def losses_of(final: Path) -> list[float]:
+    return json.loads((final / "training_summary.json").read_text())["losses"]
+
+
+def test_trainable_parameters_per_stage():
+    model = LlavaMiniForConditionalGeneration(tiny_config())
+    prefixes = lambda names: {name.split(".")[0] for name in names}  # noqa: E731
+    assert prefixes(set_trainable(model, "align")) == {"projector"}
+    assert prefixes(set_trainable(model, "instruct")) == {"projector", "compressor", "prefusion", "language_model"}
+    assert prefixes(set_trainable(model, "components")) == {
+        "vision_tower", "projector", "compressor", "prefusion", "language_model"}
+    with pytest.raises(ValueError, match="unknown stage mode"):
+        set_trainable(model, "everything")
+
+
+def test_batch_times_accumulation_splits_give_equal_losses(tmp_path, world):
+    one = run_recipe(str(write_recipe(tmp_path / "a", world, [stage("s", "components", batch_size=4)])))
+    two = run_recipe(str(write_recipe(tmp_path / "b", world, [stage("s", "components", batch_size=2, grad_accum=2)])))
+    assert losses_of(one) == pytest.approx(losses_of(two), rel=1e-5)
+
+
+def test_two_stages_chain_and_new_modules_start_fresh(tmp_path, world):
+    path = write_recipe(tmp_path, world, [stage("align", "align", max_steps=2),
+                                         stage("instruct", "instruct", max_steps=2, model={"prefusion_layers": 1})])
+    final = run_recipe(str(path))
+    aligned = LlavaMiniForConditionalGeneration.from_pretrained(tmp_path / "out" / "stage0-align" / "final")
+    tuned = LlavaMiniForConditionalGeneration.from_pretrained(final)
+    assert aligned.config.compressor_type == "none" and aligned.config.prefusion_layers == 0
+    assert tuned.config.compressor_type == "query" and tuned.config.prefusion_layers == 1
+    # The frozen vision tower came through unchanged from stage 1.
+    for (name, a), (_, b) in zip(aligned.vision_tower.state_dict().items(), tuned.vision_tower.state_dict().items(), strict=True):
+        assert (a == b).all(), name
+
+
+def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(tmp_path, world):
+    stages = [stage("s", "components", max_steps=4, save_every=2)]
+    full = run_recipe(str(write_recipe(tmp_path / "full", world, stages)))
+    path = write_recipe(tmp_path / "cut", world, stages)
+    interrupted = TrainRecipe(load_recipe(path))
+    original_step, calls = interrupted.train_step, []
+
+    def killed_at_step_three(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return original_step(*args, **kwargs)
+
+    interrupted.train_step = killed_at_step_three
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    stage_dir = tmp_path / "cut" / "out" / "stage0-s"
+    assert (stage_dir / "checkpoint-2").is_dir() and not (stage_dir / "final").exists()
+    resumed = run_recipe(str(path), resume=True)
+    assert losses_of(resumed) == pytest.approx(losses_of(full), rel=1e-6)
+
+
+def test_a_failed_save_leaves_no_partial_checkpoint(tmp_path):
+    target = tmp_path / "checkpoint-5"
+
+    def broken(directory: Path) -> None:
+        (directory / "model.safetensors").write_bytes(b"partial")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        atomic_directory_write(target, broken)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_unknown_recipe_keys_are_named(tmp_path, world):
+    path = write_recipe(tmp_path, world, [stage("s", "components", learning_rate=1)])
+    with pytest.raises(ValueError, match="unknown key.*learning_rate"):
+        load_recipe(path)
+    with pytest.raises(ValueError, match="key=value"):
+        load_recipe(path, ["oops"])
+
+
+def test_two_process_ddp_matches_one_process(tmp_path, world):
+    single = run_recipe(str(write_recipe(tmp_path / "one", world, [stage("s", "components", batch_size=4)])))
+    path = write_recipe(tmp_path / "ddp", world, [stage("s", "components", batch_size=2)])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT / "src"))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "llava_mini.cli", "train", str(path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert losses_of(tmp_path / "ddp" / "out" / "stage0-s" / "final") == pytest.approx(losses_of(single), rel=1e-5)
