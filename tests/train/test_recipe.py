@@ -141,3 +141,28 @@ def test_two_process_ddp_matches_one_process(tmp_path, world):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert losses_of(tmp_path / "ddp" / "out" / "stage0-s" / "final") == pytest.approx(losses_of(single), rel=1e-5)
+
+
+def test_building_from_pretrained_vision_tower_and_llm(tmp_path, world):
+    """The real-scale path (hub ids on a user's machine) on tiny local 'pretrained' parts."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from llava_mini.processing.tokenizer import train_bpe_tokenizer
+    from tests.conftest import TOKENIZER_CORPUS
+
+    tower = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                             num_attention_heads=4, image_size=32, patch_size=8))
+    tower.save_pretrained(tmp_path / "tower")
+    tokenizer = train_bpe_tokenizer(TOKENIZER_CORPUS, vocab_size=300)
+    llm = LlamaForCausalLM(LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tokenizer)))
+    llm.save_pretrained(tmp_path / "llm")
+    tokenizer.save_pretrained(tmp_path / "llm")
+    path = write_recipe(tmp_path, world, [stage("align", "align", max_steps=1)], preset=None,
+                        vision_tower=str(tmp_path / "tower"), language_model=str(tmp_path / "llm"), model={})
+    final = run_recipe(str(path))
+    model = LlavaMiniForConditionalGeneration.from_pretrained(final)
+    torch_equal = [(a == b).all() for a, b in zip(model.vision_tower.model.state_dict().values(),
+                                                  tower.state_dict().values(), strict=True)]
+    assert all(torch_equal)  # the frozen tower is the pretrained one
+    assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")

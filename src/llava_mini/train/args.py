@@ -25,6 +25,7 @@ class StageArgs:
     name: str
     mode: StageMode
     data: list[str]
+    media_root: str | None = None
     epochs: float = 1.0
     max_steps: int | None = None
     batch_size: int = 16

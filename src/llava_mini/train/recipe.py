@@ -76,8 +76,9 @@ class TrainRecipe:
 
     def read_records(self, stage: StageArgs) -> list[ConversationRecord]:
         records: list[ConversationRecord] = []
+        media_root = self.data_root / stage.media_root if stage.media_root else None
         for name in stage.data:
-            records.extend(load_records(self.data_root / name))
+            records.extend(load_records(self.data_root / name, media_root))
         if not records:
             raise ValueError(f"stage {stage.name}: no training records in {stage.data}")
         return records
