@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from llava_mini.data.synthetic import add_synth_arguments, run_synth
 from llava_mini.eval.synth import add_eval_synth_arguments, run_eval_synth
+from llava_mini.serve.app import add_serve_arguments
 from llava_mini.train.recipe import add_train_arguments, run_train
 
 
@@ -28,10 +29,12 @@ def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_ask(args: argparse.Namespace) -> int:
     import torch
+    from transformers.utils import logging as transformers_logging
 
     from llava_mini.inference.generate import GenerationSettings, LlavaMini
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    transformers_logging.disable_progress_bar()  # keep the answer alone on the terminal
     assistant = LlavaMini.load(args.model, device=args.device, dtype=getattr(torch, args.dtype))
     if args.fps is not None:
         assistant.config.video_fps = args.fps
@@ -53,6 +56,26 @@ def run_ask(args: argparse.Namespace) -> int:
         print(piece, end="", flush=True)
     print()
     return 0
+
+
+def run_chat(args: argparse.Namespace) -> int:
+    import torch
+    from transformers.utils import logging as transformers_logging
+
+    from llava_mini.inference.chat import ChatSession, run_chat_loop
+    from llava_mini.inference.generate import GenerationSettings, LlavaMini
+
+    transformers_logging.disable_progress_bar()
+    assistant = LlavaMini.load(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    settings = GenerationSettings(args.max_new_tokens, args.temperature, args.top_p, args.stop, args.seed)
+    run_chat_loop(ChatSession(assistant, settings), lambda: input("> "))
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from llava_mini.serve.app import run_serve as serve
+
+    return serve(args)
 
 
 def run_init(args: argparse.Namespace) -> int:
@@ -77,6 +100,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_arguments(ask)
     add_generation_arguments(ask)
     ask.set_defaults(handler=run_ask)
+
+    chat = commands.add_parser("chat", help="multi-turn chat in the terminal (/image PATH, /video PATH, /reset)")
+    add_model_arguments(chat)
+    add_generation_arguments(chat)
+    chat.set_defaults(handler=run_chat)
+
+    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server with a web page")
+    add_serve_arguments(serve)
+    serve.set_defaults(handler=run_serve)
 
     init = commands.add_parser("init", help="write a randomly initialised model (for smoke tests)")
     init.add_argument("out", help="output directory")

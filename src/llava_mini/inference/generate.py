@@ -50,6 +50,16 @@ class GenerationSettings:
         return kwargs
 
 
+@dataclass
+class Completion:
+    """One answer with its token counts; finish_reason is "stop" or "length"."""
+
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str
+
+
 def load_medium(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> Medium:
     """An image file -> PIL image; a video file (by suffix) -> its sampled frames."""
     path = Path(path)
@@ -142,11 +152,35 @@ class LlavaMini:
         settings: GenerationSettings,
     ) -> list[str]:
         """Answer several conversations in one left-padded batch (same answers as one at a time)."""
+        return [completion.text for completion in self.complete_batch(conversations, media, settings)]
+
+    def complete_batch(
+        self,
+        conversations: Sequence[Sequence[dict]],
+        media: Sequence[Sequence[Medium]],
+        settings: GenerationSettings,
+    ) -> list[Completion]:
+        """Like `chat_batch`, with token counts and why each answer ended."""
         batch = self.prepare(conversations, media)
         with torch.inference_mode():
             output = self.model.generate(**self._generate_kwargs(batch, settings))
         prompt_length = batch["input_ids"].shape[1]
-        return [trim_at_stop(self.processor.decode(row[prompt_length:]), settings.stop) for row in output]
+        stop_ids, pad_id = set(self.stop_token_ids()), self.processor.tokenizer.pad_token_id
+        completions = []
+        for row, mask in zip(output, batch["attention_mask"], strict=True):
+            generated = [int(t) for t in row[prompt_length:]]
+            while generated and generated[-1] == pad_id and pad_id not in stop_ids:
+                generated.pop()
+            stopped = bool(generated) and (generated[-1] in stop_ids or len(generated) < settings.max_new_tokens)
+            completions.append(
+                Completion(
+                    text=trim_at_stop(self.processor.decode(generated), settings.stop),
+                    prompt_tokens=int(mask.sum()),
+                    completion_tokens=len(generated),
+                    finish_reason="stop" if stopped else "length",
+                )
+            )
+        return completions
 
     def stream_chat(
         self, messages: Sequence[dict], media: Sequence[Medium], settings: GenerationSettings

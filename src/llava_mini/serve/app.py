@@ -1,0 +1,270 @@
+"""An OpenAI-compatible server: /v1/chat/completions (with SSE streaming), /v1/models, /health, a web page."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+
+from llava_mini.inference.generate import GenerationSettings, LlavaMini
+from llava_mini.processing.processor import Medium
+from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
+from llava_mini.serve.media import MediaError, MediaPolicy, load_request_medium
+from llava_mini.serve.schemas import (
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    Choice,
+    ChunkChoice,
+    Delta,
+    ModelCard,
+    ModelList,
+    ResponseMessage,
+    Usage,
+)
+
+
+@dataclass
+class ServerLimits:
+    max_body_bytes: int = 32_000_000
+    max_media: int = 8
+    max_new_tokens: int = 512
+    max_prompt_tokens: int = 4096
+    max_queue: int = 16
+    media_cache_entries: int = 64
+
+
+class APIError(Exception):
+    """An error answered in OpenAI's error format."""
+
+    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None):
+        super().__init__(message)
+        self.status, self.message, self.kind, self.param = status, message, kind, param
+
+
+@dataclass
+class ServerState:
+    assistant: LlavaMini
+    model_id: str
+    policy: MediaPolicy
+    limits: ServerLimits
+    created: int = field(default_factory=lambda: int(time.time()))
+    waiting: int = 0
+    model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    media_cache: OrderedDict = field(default_factory=OrderedDict)
+
+    def cached_medium(self, kind: str, url: str) -> Medium:
+        """Decoded and preprocessed media by content hash: follow-up questions skip the decoding work."""
+        medium, digest = load_request_medium(kind, url, self.policy)
+        key = (kind, digest)
+        if key in self.media_cache:
+            self.media_cache.move_to_end(key)
+            return self.media_cache[key]
+        pixels = self.assistant.processor.preprocess_medium(medium)
+        self.media_cache[key] = pixels
+        while len(self.media_cache) > self.limits.media_cache_entries:
+            self.media_cache.popitem(last=False)
+        return pixels
+
+
+def request_to_conversation(state: ServerState, request: ChatCompletionRequest) -> tuple[list[dict], list[Medium]]:
+    """OpenAI messages -> chat messages with <image>/<video> markers, and the media in order."""
+    messages: list[dict] = []
+    media: list[Medium] = []
+    if request.messages[0].role != "system" and state.assistant.processor.system_prompt:
+        messages.append({"role": "system", "content": state.assistant.processor.system_prompt})
+    for index, message in enumerate(request.messages):
+        if isinstance(message.content, str) or message.content is None:
+            text = message.content or ""
+            if IMAGE_TOKEN in text or VIDEO_TOKEN in text:
+                raise APIError(400, f"messages[{index}]: send media as image_url/video_url parts", param="messages")
+            messages.append({"role": message.role, "content": text})
+            continue
+        pieces = []
+        for part in message.content:
+            if part.type == "text":
+                pieces.append(part.text or "")
+                continue
+            reference = part.image_url if part.type == "image_url" else part.video_url
+            if reference is None:
+                raise APIError(400, f"messages[{index}]: a {part.type} part needs a '{part.type}' object", param="messages")
+            if message.role != "user":
+                raise APIError(400, f"messages[{index}]: only user messages may carry media", param="messages")
+            if len(media) >= state.limits.max_media:
+                raise APIError(400, f"more than {state.limits.max_media} media in one request", param="messages")
+            media.append(state.cached_medium(part.type, reference.url))
+            pieces.append((IMAGE_TOKEN if part.type == "image_url" else VIDEO_TOKEN) + "\n")
+        messages.append({"role": message.role, "content": "".join(pieces)})
+    if messages[-1]["role"] != "user":
+        raise APIError(400, "the last message must come from the user", param="messages")
+    return messages, media
+
+
+def generation_settings(state: ServerState, request: ChatCompletionRequest) -> GenerationSettings:
+    max_tokens = request.max_completion_tokens or request.max_tokens or 128
+    if max_tokens > state.limits.max_new_tokens:
+        raise APIError(400, f"max_tokens={max_tokens} exceeds the limit of {state.limits.max_new_tokens}", param="max_tokens")
+    stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+    return GenerationSettings(
+        max_new_tokens=max_tokens,
+        temperature=request.temperature if request.temperature is not None else 0.0,
+        top_p=request.top_p if request.top_p is not None else 1.0,
+        stop=stop,
+        seed=request.seed,
+    )
+
+
+def create_app(state: ServerState) -> FastAPI:
+    app = FastAPI(title="llava-mini", version="0.1.0")
+    app.state.server = state
+
+    @app.exception_handler(APIError)
+    async def api_error(_: Request, error: APIError) -> JSONResponse:
+        body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": None}}
+        return JSONResponse(body, status_code=error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        details = "; ".join(
+            f"{'.'.join(str(p) for p in item.get('loc', ()) if p != 'body')}: {item.get('msg')}" for item in error.errors()
+        )
+        body = {"error": {"message": details or "invalid request", "type": "invalid_request_error", "param": None, "code": None}}
+        return JSONResponse(body, status_code=400)
+
+    @app.middleware("http")
+    async def limit_body(request: Request, call_next):
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > state.limits.max_body_bytes:
+            message = f"request body of {declared} bytes exceeds the limit of {state.limits.max_body_bytes} bytes"
+            return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}, status_code=413)
+        return await call_next(request)
+
+    @app.get("/health")
+    async def health() -> dict:
+        return {"status": "ok", "model": state.model_id, "waiting": state.waiting}
+
+    @app.get("/v1/models", response_model=ModelList)
+    async def models() -> ModelList:
+        return ModelList(data=[ModelCard(id=state.model_id, created=state.created)])
+
+    @app.get("/", response_class=HTMLResponse)
+    async def page() -> str:
+        return files("llava_mini.serve").joinpath("static/index.html").read_text()
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: ChatCompletionRequest):
+        if request.model != state.model_id:
+            raise APIError(404, f"model {request.model!r} does not exist; this server serves {state.model_id!r}", param="model")
+        if state.waiting >= state.limits.max_queue:
+            raise APIError(429, f"the server is busy ({state.waiting} requests queued); retry later", kind="rate_limit_error")
+        settings = generation_settings(state, request)
+        state.waiting += 1
+        try:
+            messages, media = await run_in_threadpool(request_to_conversation, state, request)
+        except MediaError as error:
+            state.waiting -= 1
+            raise APIError(400, str(error), param="messages") from error
+        except BaseException:
+            state.waiting -= 1
+            raise
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if request.stream:
+            return StreamingResponse(
+                stream_events(state, messages, media, settings, completion_id, created),
+                media_type="text/event-stream",
+            )
+        try:
+            async with state.model_lock:
+                completions = await run_in_threadpool(state.assistant.complete_batch, [messages], [media], settings)
+        except ValueError as error:
+            raise APIError(400, str(error)) from error
+        finally:
+            state.waiting -= 1
+        result = completions[0]
+        return ChatCompletion(
+            id=completion_id,
+            created=created,
+            model=state.model_id,
+            choices=[Choice(message=ResponseMessage(content=result.text), finish_reason=result.finish_reason)],
+            usage=Usage(
+                prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens,
+                total_tokens=result.prompt_tokens + result.completion_tokens,
+            ),
+        )
+
+    return app
+
+
+async def stream_events(
+    state: ServerState,
+    messages: list[dict],
+    media: list[Medium],
+    settings: GenerationSettings,
+    completion_id: str,
+    created: int,
+) -> AsyncIterator[str]:
+    """Server-sent events in OpenAI's chunk format, ending with `data: [DONE]`."""
+
+    def event(delta: Delta, finish: str | None = None) -> str:
+        chunk = ChatCompletionChunk(
+            id=completion_id, created=created, model=state.model_id,
+            choices=[ChunkChoice(delta=delta, finish_reason=finish)],
+        )
+        return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
+
+    try:
+        async with state.model_lock:
+            yield event(Delta(role="assistant", content=""))
+            pieces = state.assistant.stream_chat(messages, media, settings)
+            async for piece in iterate_in_threadpool(pieces):
+                if piece:
+                    yield event(Delta(content=piece))
+            yield event(Delta(), finish="stop")
+    except ValueError as error:
+        yield f"data: {json.dumps({'error': {'message': str(error), 'type': 'invalid_request_error'}})}\n\n"
+    finally:
+        state.waiting -= 1
+    yield "data: [DONE]\n\n"
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", default=None, help="local directory or hub id (default: the shipped model)")
+    parser.add_argument("--model-id", default=None, help="name clients use in 'model' (default: the folder name)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--allowed-media-dir", default=None, help="local files clients may name (default: none)")
+    parser.add_argument("--allow-http", action="store_true", help="let the server fetch http(s) media URLs")
+    parser.add_argument("--max-queue", type=int, default=16, help="queued requests before answering 429")
+
+
+def build_state(args: argparse.Namespace) -> ServerState:
+    assistant = LlavaMini.load(args.model, device=args.device)
+    model_id = args.model_id or Path(assistant.model.name_or_path).name or "llava-mini"
+    policy = MediaPolicy(
+        allowed_dir=Path(args.allowed_media_dir) if args.allowed_media_dir else None,
+        allow_http=args.allow_http,
+        video_fps=assistant.config.video_fps,
+    )
+    return ServerState(assistant, model_id, policy, ServerLimits(max_queue=args.max_queue))
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    uvicorn.run(create_app(build_state(args)), host=args.host, port=args.port, log_level="info")
+    return 0
