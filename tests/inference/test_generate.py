@@ -77,3 +77,59 @@ def test_cli_reports_a_missing_file_clearly(model_dir, capsys):
     code = main(["ask", "/nonexistent/photo.png", "what ?", "--model", str(model_dir)])
     assert code == 2
     assert "/nonexistent/photo.png" in capsys.readouterr().err
+
+
+def test_a_video_file_is_streamed_in_chunks_and_answers_like_its_frames_in_memory(assistant, tmp_path):
+    import numpy as np
+
+    from llava_mini.model.pictures import PictureStream
+    from llava_mini.processing.video import VideoFile, read_video_frames, write_video
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "clip.mp4"
+    write_video(path, rng.integers(0, 255, (12, 48, 48, 3), dtype=np.uint8), fps=2)
+    video = assistant.medium(path)
+    assert isinstance(video, VideoFile) and video.num_frames == 6
+    in_memory = Video(read_video_frames(path, fps=assistant.config.video_fps))
+    image = Image.new("RGB", (48, 48), "red")
+    media = [image, video]
+    messages = assistant.question_messages("what happens ?", media)
+    batch = assistant.prepare([messages], [media])
+    assert isinstance(batch["pixel_values"], PictureStream) and batch["pixel_values"].num_pictures == 7
+    import torch
+
+    def logits(chosen_media, chunk_size):
+        assistant.config.encode_chunk_size = chunk_size
+        try:
+            with torch.inference_mode():
+                return assistant.model(**assistant.prepare([messages], [chosen_media])).logits
+        finally:
+            assistant.config.encode_chunk_size = 64
+
+    reference = logits([image, in_memory], 64)
+    torch.testing.assert_close(logits(media, 64), reference)
+    torch.testing.assert_close(logits(media, 2), reference)  # chunks straddle the image and the video
+    settings = GenerationSettings(max_new_tokens=4)
+    assert assistant.chat(messages, media, settings) == assistant.chat(messages, [image, in_memory], settings)
+
+
+def test_hd_mode_feeds_crops_and_the_global_view_and_keeps_k_tokens(model_dir):
+    assistant = LlavaMini.load(model_dir)
+    k = assistant.processor.num_vision_tokens
+    assistant.set_resolution_ratio(2)
+    image = Image.new("RGB", (96, 64), "red")
+    batch = assistant.prepare([assistant.question_messages("what colour ?", [image])], [[image]])
+    size = assistant.processor.image_processor.size
+    assert batch["pixel_values"].shape == (1, 5, 3, size, size)
+    assert int((batch["input_ids"] == assistant.config.image_token_id).sum()) == k
+    assert isinstance(assistant.ask(image, "what colour ?", max_new_tokens=3), str)
+    with pytest.raises(ValueError, match="resolution ratio"):
+        assistant.set_resolution_ratio(0)
+
+
+def test_cli_hd_flag(model_dir, capsys):
+    from tests.conftest import REPO_ROOT
+
+    image = REPO_ROOT / "assets" / "baby_cake.png"
+    assert main(["ask", str(image), "what is it ?", "--model", str(model_dir), "--hd", "--max-new-tokens", "2"]) == 0
+    assert capsys.readouterr().out.endswith("\n")

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from llava_mini.inference.generate import GenerationSettings, LlavaMini
-from llava_mini.processing.processor import Medium, Video
+from llava_mini.processing.processor import Medium, is_video
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
 
 HELP = "commands: /image PATH, /video PATH, /reset, /help, /quit; anything else is a question"
@@ -26,7 +26,7 @@ class ChatSession:
 
     def attach(self, path: str, kind: str) -> Medium:
         medium = self.assistant.medium(path)
-        if (kind == "video") != isinstance(medium, Video):
+        if (kind == "video") != is_video(medium):
             raise ValueError(f"{path} is not a{'' if kind == 'video' else 'n'} {kind} file")
         self.pending.append(medium)
         return medium
@@ -35,7 +35,7 @@ class ChatSession:
         self.turns, self.media, self.pending = [], [], []
 
     def ask(self, question: str, write: Callable[[str], None]) -> str:
-        markers = "".join((VIDEO_TOKEN if isinstance(m, Video) else IMAGE_TOKEN) + "\n" for m in self.pending)
+        markers = "".join((VIDEO_TOKEN if is_video(m) else IMAGE_TOKEN) + "\n" for m in self.pending)
         turns = self.turns + [("user", markers + question)]
         media = self.media + self.pending
         pieces = []

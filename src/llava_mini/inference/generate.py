@@ -15,9 +15,9 @@ from transformers import TextIteratorStreamer
 
 from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
 from llava_mini.processing.image import load_image
-from llava_mini.processing.processor import LlavaMiniProcessor, Medium, Video
+from llava_mini.processing.processor import LlavaMiniProcessor, Medium, Video, is_video
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
-from llava_mini.processing.video import read_video_frames
+from llava_mini.processing.video import VideoFile
 
 logger = logging.getLogger(__name__)
 
@@ -61,10 +61,10 @@ class Completion:
 
 
 def load_medium(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> Medium:
-    """An image file -> PIL image; a video file (by suffix) -> its sampled frames."""
+    """An image file -> PIL image; a video file (by suffix) -> a `VideoFile` decoded lazily, in chunks."""
     path = Path(path)
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        return Video(read_video_frames(path, fps=fps, max_frames=max_frames))
+        return VideoFile(path, fps=fps, max_frames=max_frames)
     return load_image(path)
 
 
@@ -101,8 +101,19 @@ class LlavaMini:
     def config(self):
         return self.model.config
 
+    def set_resolution_ratio(self, ratio: int) -> None:
+        """High resolution (sec. 4.2): ratio x ratio crops plus the global view; 2 = 672 px for a 336 px tower.
+
+        The compressor still gives C*C tokens per picture; its positions are resized to the stitched grid.
+        """
+        if ratio < 1:
+            raise ValueError(f"resolution ratio must be >= 1, got {ratio}")
+        self.config.resolution_ratio = ratio
+        self.processor.image_processor.resolution_ratio = ratio
+        self.processor.num_vision_tokens = self.config.num_vision_tokens()
+
     def medium(self, source: str | os.PathLike | Medium) -> Medium:
-        if isinstance(source, (Image.Image, Video, torch.Tensor)):
+        if isinstance(source, (Image.Image, Video, VideoFile, torch.Tensor)):
             return source
         return load_medium(source, fps=self.config.video_fps, max_frames=self.config.video_max_frames)
 
@@ -118,7 +129,7 @@ class LlavaMini:
         return batch
 
     def question_messages(self, question: str, media: Sequence[Medium]) -> list[dict]:
-        markers = "".join((VIDEO_TOKEN if isinstance(m, Video) else IMAGE_TOKEN) + "\n" for m in media)
+        markers = "".join((VIDEO_TOKEN if is_video(m) else IMAGE_TOKEN) + "\n" for m in media)
         has_marker = IMAGE_TOKEN in question or VIDEO_TOKEN in question
         return self.processor.build_messages([("user", question if has_marker else markers + question)])
 
@@ -209,7 +220,7 @@ class LlavaMini:
         settings = settings or GenerationSettings(**overrides)
         if media is None:
             sources: list = []
-        elif isinstance(media, (str, os.PathLike, Image.Image, Video, torch.Tensor)):
+        elif isinstance(media, (str, os.PathLike, Image.Image, Video, VideoFile, torch.Tensor)):
             sources = [media]
         else:
             sources = list(media)

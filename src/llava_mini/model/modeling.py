@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput
 
 from llava_mini.model.compressor import QueryCompressor, build_compressor, sincos_2d_table
 from llava_mini.model.configuration import LlavaMiniConfig
+from llava_mini.model.pictures import PictureStream, picture_chunks
 from llava_mini.model.prefusion import ModalityPreFusion
 from llava_mini.model.projector import build_projector
 from llava_mini.model.vision import VisionTower
@@ -143,39 +144,50 @@ class LlavaMiniForConditionalGeneration(LlavaMiniPreTrainedModel, GenerationMixi
 
     def encode_pictures(
         self,
-        pixel_values: torch.Tensor,
+        pixel_values: torch.Tensor | PictureStream,
         picture_to_sample: torch.Tensor,
         text_embeds: torch.Tensor | None,
     ) -> EncodedPictures:
         """Encode, compress, project and pre-fuse pictures in chunks of `encode_chunk_size`.
 
+        pixel_values: (P, S, 3, H, W), as a tensor or a stream that decodes them chunk by chunk.
         text_embeds: (B, L_fused, D) right-padded text each sample contributes to pre-fusion (None: no
         pre-fusion). The fused text of a sample is the mean over its pictures (frames of a video, sec. 4.2).
+        Memory holds one chunk of pictures plus the K tokens kept per picture.
         """
-        chunk = self.config.encode_chunk_size
-        vision_tokens, attentions = [], []
+        num_pictures = picture_to_sample.shape[0]
+        # Outputs are allocated once and filled in place: growing lists of small per-chunk tensors fragment
+        # the CPU heap, which made a 10,000-frame video cost ~75 KB per frame instead of ~1 KB.
+        vision_tokens: torch.Tensor | None = None
+        attentions: torch.Tensor | None = None
         fused_sum = torch.zeros_like(text_embeds) if text_embeds is not None and self.prefusion else None
-        for start in range(0, pixel_values.shape[0], chunk):
-            projected, compressed, attention = self.compress_and_project(pixel_values[start : start + chunk])
-            if fused_sum is None:
-                vision_tokens.append(compressed)
-            else:
-                samples = picture_to_sample[start : start + chunk]
+        start = 0
+        for pixels in picture_chunks(pixel_values, self.config.encode_chunk_size):
+            projected, compressed, attention = self.compress_and_project(pixels)
+            end = start + pixels.shape[0]
+            if end > num_pictures:
+                raise ValueError(f"expected {num_pictures} pictures, the pixel source gave more")
+            samples = picture_to_sample[start:end]
+            if fused_sum is not None:
                 fused_text, fused_compressed = self.prefuse(projected, compressed, text_embeds[samples])
                 fused_sum.index_add_(0, samples, fused_text)
-                use_fused = self.config.arrangement == "release"
-                vision_tokens.append(fused_compressed if use_fused else compressed)
+                if self.config.arrangement == "release":
+                    compressed = fused_compressed
+            if vision_tokens is None:
+                vision_tokens = compressed.new_empty((num_pictures, *compressed.shape[1:]))
+            vision_tokens[start:end] = compressed
             if attention is not None:
-                attentions.append(attention)
+                if attentions is None:
+                    attentions = attention.new_empty((num_pictures, *attention.shape[1:]))
+                attentions[start:end] = attention
+            start = end
+        if start != num_pictures:
+            raise ValueError(f"expected {num_pictures} pictures, the pixel source gave {start}")
         fused_text = None
         if fused_sum is not None:
             counts = torch.bincount(picture_to_sample, minlength=fused_sum.shape[0]).clamp(min=1)
             fused_text = fused_sum / counts.to(fused_sum.dtype).view(-1, 1, 1)
-        return EncodedPictures(
-            vision_tokens=torch.cat(vision_tokens),
-            fused_text=fused_text,
-            compressor_attention=torch.cat(attentions) if attentions else None,
-        )
+        return EncodedPictures(vision_tokens=vision_tokens, fused_text=fused_text, compressor_attention=attentions)
 
     def prefuse(
         self, projected: torch.Tensor, compressed: torch.Tensor, text: torch.Tensor
@@ -216,7 +228,7 @@ class LlavaMiniForConditionalGeneration(LlavaMiniPreTrainedModel, GenerationMixi
     def embed_multimodal(
         self,
         input_ids: torch.Tensor,
-        pixel_values: torch.Tensor | None,
+        pixel_values: torch.Tensor | PictureStream | None,
         attention_mask: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         check_placeholders: bool = True,
@@ -227,9 +239,13 @@ class LlavaMiniForConditionalGeneration(LlavaMiniPreTrainedModel, GenerationMixi
             if check_placeholders and (input_ids == self.config.image_token_id).any():
                 raise ValueError("the prompt has image placeholder tokens but no pixel_values were given")
             return embeds, None
-        if pixel_values.dim() == 4:  # (P, 3, H, W): one view per picture
-            pixel_values = pixel_values.unsqueeze(1)
-        picture_to_sample = self.picture_to_sample(input_ids, pixel_values.shape[0], pixel_values.shape[1])
+        if isinstance(pixel_values, torch.Tensor):
+            if pixel_values.dim() == 4:  # (P, 3, H, W): one view per picture
+                pixel_values = pixel_values.unsqueeze(1)
+            num_pictures, num_views = pixel_values.shape[:2]
+        else:
+            num_pictures, num_views = pixel_values.num_pictures, pixel_values.num_views
+        picture_to_sample = self.picture_to_sample(input_ids, num_pictures, num_views)
         text_mask = self.prefusion_text_mask(input_ids, attention_mask, labels) if self.prefusion else None
         packed_text = None
         if text_mask is not None:
@@ -251,7 +267,7 @@ class LlavaMiniForConditionalGeneration(LlavaMiniPreTrainedModel, GenerationMixi
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.FloatTensor | None = None,
+        pixel_values: torch.FloatTensor | PictureStream | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
         past_key_values: Cache | None = None,

@@ -86,6 +86,11 @@ class LlavaMiniImageProcessor:
         array = (array - np.array(self.image_mean, dtype=np.float32)) / np.array(self.image_std, dtype=np.float32)
         return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
+    @property
+    def views_per_picture(self) -> int:
+        """S: 1, or ratio*ratio crops plus the global view."""
+        return 1 if self.resolution_ratio <= 1 else self.resolution_ratio**2 + 1
+
     def views(self, image: Image.Image) -> list[Image.Image]:
         """The crops (unpadded source, row-major) then the whole image, as the release orders them."""
         return split_into_crops(image, self.resolution_ratio) + [image]

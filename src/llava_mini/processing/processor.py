@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,8 +18,10 @@ from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from llava_mini.model.configuration import LlavaMiniConfig
+from llava_mini.model.pictures import PictureStream, concat_pictures
 from llava_mini.processing.image import LlavaMiniImageProcessor
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
+from llava_mini.processing.video import VideoFile
 
 IGNORE_INDEX = -100
 PROCESSOR_CONFIG_NAME = "processor_config.json"
@@ -32,17 +34,45 @@ class Video:
     frames: list[Image.Image]
 
 
-Medium = Image.Image | Video | torch.Tensor
+Medium = Image.Image | Video | VideoFile | torch.Tensor
+
+
+@dataclass
+class VideoFilePixels:
+    """The pixel values (T, S, 3, H, W) of a video file, decoded and preprocessed a chunk at a time."""
+
+    video: VideoFile
+    image_processor: LlavaMiniImageProcessor
+
+    @property
+    def num_pictures(self) -> int:
+        return self.video.num_frames
+
+    @property
+    def num_views(self) -> int:
+        return self.image_processor.views_per_picture
+
+    def chunks(self, size: int) -> Iterator[torch.Tensor]:
+        for frames in self.video.iter_frames(chunk_size=size):
+            yield self.image_processor.preprocess_frames(frames)
 
 
 @dataclass
 class EncodedSample:
-    """One conversation: ids (L,), labels (L,), pixel values (P, S, 3, H, W) or None."""
+    """One conversation: ids (L,), labels (L,), pixel values (P, S, 3, H, W) (a tensor or a stream) or None."""
 
     input_ids: list[int]
     labels: list[int]
-    pixel_values: torch.Tensor | None = None
+    pixel_values: torch.Tensor | PictureStream | None = None
     meta: dict = field(default_factory=dict)
+
+
+def is_video(medium: Medium) -> bool:
+    return isinstance(medium, (Video, VideoFile))
+
+
+def picture_count(pixel_values: torch.Tensor | VideoFilePixels) -> int:
+    return pixel_values.shape[0] if isinstance(pixel_values, torch.Tensor) else pixel_values.num_pictures
 
 
 def message_text(content: str | Sequence[dict]) -> str:
@@ -150,10 +180,12 @@ class LlavaMiniProcessor:
         return spans
 
     # Encoding --------------------------------------------------------------------------------------
-    def preprocess_medium(self, medium: Medium) -> torch.Tensor:
-        """A medium -> (P, S, 3, H, W): one picture for an image, T for a video."""
+    def preprocess_medium(self, medium: Medium) -> torch.Tensor | VideoFilePixels:
+        """A medium -> (P, S, 3, H, W): one picture for an image, T for a video (lazily for a video file)."""
         if isinstance(medium, torch.Tensor):
             return medium if medium.dim() == 5 else medium.unsqueeze(0)
+        if isinstance(medium, VideoFile):
+            return VideoFilePixels(medium, self.image_processor)
         if isinstance(medium, Video):
             return self.image_processor.preprocess_frames(medium.frames)
         if isinstance(medium, Image.Image):
@@ -183,12 +215,12 @@ class LlavaMiniProcessor:
         for token_id, (start, _) in zip(encoding.input_ids, encoding.offset_mapping, strict=True):
             if token_id in (self.image_token_id, self.video_token_id):
                 expected_video = token_id == self.video_token_id
-                if isinstance(media[media_index], Video) != expected_video and not isinstance(
+                if is_video(media[media_index]) != expected_video and not isinstance(
                     media[media_index], torch.Tensor
                 ):
                     kind = "video" if expected_video else "image"
                     raise ValueError(f"placeholder {media_index + 1} expects a {kind}, got {type(media[media_index]).__name__}")
-                slots = pictures[media_index].shape[0] * self.num_vision_tokens
+                slots = picture_count(pictures[media_index]) * self.num_vision_tokens
                 input_ids.extend([self.image_token_id] * slots)
                 labels.extend([IGNORE_INDEX] * slots)
                 media_index += 1
@@ -198,7 +230,7 @@ class LlavaMiniProcessor:
             labels.append(token_id if is_target else IGNORE_INDEX)
         if self.max_length is not None and len(input_ids) > self.max_length:
             raise ValueError(f"the prompt has {len(input_ids)} tokens, over the limit of {self.max_length}")
-        pixel_values = torch.cat(pictures) if pictures else None
+        pixel_values = concat_pictures(pictures) if pictures else None
         return EncodedSample(input_ids=input_ids, labels=labels, pixel_values=pixel_values)
 
     def collate(self, samples: Sequence[EncodedSample], padding_side: str = "right") -> dict[str, torch.Tensor]:
@@ -219,7 +251,7 @@ class LlavaMiniProcessor:
         batch = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         pictures = [sample.pixel_values for sample in samples if sample.pixel_values is not None]
         if pictures:
-            batch["pixel_values"] = torch.cat(pictures)
+            batch["pixel_values"] = concat_pictures(pictures)
         return batch
 
     def __call__(

@@ -122,6 +122,32 @@ def iter_video_frames(
         yield chunk
 
 
+@dataclass
+class VideoFile:
+    """A video on disk whose sampled frames are decoded only when read (`iter_video_frames`).
+
+    Probing happens here, so a missing, unreadable or empty file fails before any model work.
+    """
+
+    path: Path
+    fps: float = 1.0
+    max_frames: int | None = None
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        self.info = probe_video(self.path)
+        self.frame_indices = sample_frame_indices(
+            self.info.total_frames, self.info.average_fps, self.fps, self.max_frames
+        )
+
+    @property
+    def num_frames(self) -> int:
+        return len(self.frame_indices)
+
+    def iter_frames(self, chunk_size: int = 32) -> Iterator[list[Image.Image]]:
+        return iter_video_frames(self.path, self.fps, self.max_frames, chunk_size)
+
+
 def read_video_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> list[Image.Image]:
     """All sampled frames at once (see `iter_video_frames` for long videos)."""
     return [frame for chunk in iter_video_frames(path, fps, max_frames) for frame in chunk]
