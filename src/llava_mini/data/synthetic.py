@@ -140,6 +140,21 @@ def random_scene(rng: random.Random, count: int) -> list[Thing]:
     ]
 
 
+def scene_labels(things: list[Thing], word: str | None = None) -> dict:
+    """Dense labels of an image for vision-tower pre-training: per 3 x 3 cell 0 (empty) or
+    1 + shape * len(COLOURS) + colour, and 0 (no word) or 1 + the word's index."""
+    cells = [0] * 9
+    colours = list(COLOURS)
+    for thing in things:
+        cell = (thing.y // CELL) * 3 + thing.x // CELL
+        cells[cell] = 1 + SHAPES.index(thing.shape) * len(colours) + colours.index(thing.colour)
+    return {"cells": cells, "word": 0 if word is None else 1 + WORDS.index(word)}
+
+
+NUM_CELL_CLASSES = 1 + len(SHAPES) * len(COLOURS)
+NUM_WORD_CLASSES = 1 + len(WORDS)
+
+
 def describe(things: list[Thing]) -> str:
     ordered = sorted(things, key=lambda t: (t.y, t.x))
     names = [f"a {t.name}" for t in ordered]
@@ -288,13 +303,14 @@ def generate_dataset(
     questions_per_image: int = 4,
     text_fraction: float = 0.15,
 ) -> dict:
-    """Write images/, videos/, captions.json, instructions.json, questions.jsonl and world.json to out_dir."""
+    """Write images/, videos/, captions.json, instructions.json, questions.jsonl, scenes.jsonl (dense labels
+    of each image, for the tiny recipe's vision pre-training) and world.json to out_dir."""
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     popular = rng.sample([(s, c) for s in SHAPES for c in COLOURS], 6)
-    captions, instructions, evaluation = [], [], []
+    captions, instructions, evaluation, scenes = [], [], [], []
     for index in tqdm(range(num_images), desc="images", unit="img", leave=False):
         name = f"images/{index:06d}.png"
         if rng.random() < text_fraction:
@@ -302,12 +318,15 @@ def generate_dataset(
             image = render_word(word, colour, rng)
             caption = f'the word "{word}" written in {colour}.'
             questions = [dict(question=phrase(rng, "text"), answer=word, type="text")]
+            labels = scene_labels([], word)
         else:
             things = random_scene(rng, rng.randint(1, 4))
             image = render(things)
             caption = describe(things)
             questions = image_questions(rng, things, popular)
+            labels = scene_labels(things)
         image.save(out / name)
+        scenes.append({"image": name, **labels})
         add_records(rng, f"img{index:06d}", "image", name, caption, questions, questions_per_image,
                     captions, instructions, evaluation)
     for index in tqdm(range(num_videos), desc="videos", unit="video", leave=False):
@@ -320,6 +339,8 @@ def generate_dataset(
     (out / "instructions.json").write_text(json.dumps(instructions, indent=1) + "\n")
     with (out / "questions.jsonl").open("w") as handle:
         handle.writelines(json.dumps(entry) + "\n" for entry in evaluation)
+    with (out / "scenes.jsonl").open("w") as handle:
+        handle.writelines(json.dumps(entry) + "\n" for entry in scenes)
     world = {
         "seed": seed, "images": num_images, "videos": num_videos, "questions_per_image": questions_per_image,
         "text_fraction": text_fraction, "image_size": IMAGE_SIZE, "video_fps": VIDEO_FPS,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 from transformers import AutoConfig, AutoTokenizer, get_cosine_schedule_with_warmup
@@ -40,6 +40,7 @@ from llava_mini.train.checkpoint import (
     save_training_state,
 )
 from llava_mini.train.freezing import parameter_groups, set_trainable
+from llava_mini.train.vision_pretraining import VisionPretrainingArgs, pretrain_vision_tower
 
 logger = logging.getLogger(__name__)
 
@@ -209,6 +210,9 @@ class TrainRecipe:
         torch.manual_seed(self.args.seed + index)
         records = self.read_records(stage)
         model, processor = self.build(stage, previous, records)
+        checkpoints = list_checkpoints(stage_dir)
+        if stage.vision_pretraining is not None and not (self.resume and checkpoints):
+            self.pretrain_vision(stage, stage_dir, model, processor, accelerator.is_main_process)
         trainable = set_trainable(model, stage.mode)
         logger.info("stage %s trains %d tensors", stage.name, len(trainable))
         if self.args.gradient_checkpointing:
@@ -222,7 +226,6 @@ class TrainRecipe:
         optimizer = torch.optim.AdamW(parameter_groups(model, stage.lr, stage.multimodal_lr, stage.weight_decay))
         scheduler = get_cosine_schedule_with_warmup(optimizer, round(stage.warmup_ratio * total_steps), total_steps)
         start_step, losses = 0, []
-        checkpoints = list_checkpoints(stage_dir)
         if self.resume and checkpoints:
             step, path = checkpoints[-1]
             model.load_state_dict(load_weights(path), strict=False)
@@ -275,6 +278,30 @@ class TrainRecipe:
         self.save(accelerator, model, processor, final, None, None, losses, stage)
         accelerator.end_training()
         return final
+
+    def pretrain_vision(self, stage: StageArgs, stage_dir: Path, model, processor, is_main: bool) -> None:
+        """Supervised vision pre-training before the stage (tiny recipe); its result is saved atomically
+        and reused, so a resumed run does not repeat it. Every process computes the same tower."""
+        target = stage_dir / "vision-pretrained"
+        weights = target / "vision_tower.safetensors"
+        if weights.is_file():
+            model.vision_tower.load_state_dict(load_file(str(weights)))
+        else:
+            try:
+                settings = VisionPretrainingArgs(**stage.vision_pretraining)
+            except TypeError as error:
+                raise ValueError(f"stage {stage.name}: bad vision_pretraining block ({error})") from error
+            summary = pretrain_vision_tower(
+                model.vision_tower, processor.image_processor, self.data_root, settings, self.args.seed
+            )
+
+            def write(directory: Path) -> None:
+                state = {key: value.contiguous() for key, value in model.vision_tower.state_dict().items()}
+                save_file(state, str(directory / "vision_tower.safetensors"))
+                (directory / "summary.json").write_text(json.dumps(summary) + "\n")
+
+            if is_main:
+                atomic_directory_write(target, write)
 
     def train_step(self, model, accelerator: Accelerator, micro_batches: list[dict], stage: StageArgs) -> float:
         """Forward/backward over the step's micro-batches; the loss is normalised by the step's target tokens
