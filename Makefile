@@ -4,8 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-IMAGE ?= assets/extreme_ironing.jpg
-QUESTION ?= What colour is the shirt?
+IMAGE ?= assets/shapes.png
+QUESTION ?= What colour is the star?
 
 .PHONY: demo test lint install
 
