@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from PIL import Image
 
 from llava_mini.cli import build_parser, main
@@ -96,8 +97,6 @@ def test_a_video_file_is_streamed_in_chunks_and_answers_like_its_frames_in_memor
     messages = assistant.question_messages("what happens ?", media)
     batch = assistant.prepare([messages], [media])
     assert isinstance(batch["pixel_values"], PictureStream) and batch["pixel_values"].num_pictures == 7
-    import torch
-
     def logits(chosen_media, chunk_size):
         assistant.config.encode_chunk_size = chunk_size
         try:
@@ -133,3 +132,15 @@ def test_cli_hd_flag(model_dir, capsys):
     image = REPO_ROOT / "assets" / "baby_cake.png"
     assert main(["ask", str(image), "what is it ?", "--model", str(model_dir), "--hd", "--max-new-tokens", "2"]) == 0
     assert capsys.readouterr().out.endswith("\n")
+
+
+def test_a_failure_inside_streaming_generation_reaches_the_reader(assistant, monkeypatch):
+    def broken_generate(**kwargs):
+        kwargs["streamer"].put(torch.tensor([[1, 2]]))  # the prompt, as generate() sends it first
+        raise RuntimeError("decoding failed half-way")
+
+    monkeypatch.setattr(assistant.model, "generate", broken_generate)
+    image = Image.new("RGB", (32, 32), "red")
+    messages = assistant.question_messages("what colour ?", [image])
+    with pytest.raises(RuntimeError, match="half-way"):
+        list(assistant.stream_chat(messages, [image], GenerationSettings(max_new_tokens=3)))

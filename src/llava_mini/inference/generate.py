@@ -13,7 +13,9 @@ import torch
 from PIL import Image
 from transformers import TextIteratorStreamer
 
+from llava_mini.model.loading import Quantization, load_options
 from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
+from llava_mini.model.release import is_release_checkpoint, load_release
 from llava_mini.processing.image import load_image
 from llava_mini.processing.processor import LlavaMiniProcessor, Medium, Video, is_video
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
@@ -92,9 +94,15 @@ class LlavaMini:
         model: str | os.PathLike | None = None,
         device: str = "cpu",
         dtype: torch.dtype | str = torch.float32,
+        device_map: str | dict | None = None,
+        quantization: Quantization | None = None,
     ) -> LlavaMini:
+        """Our layout or the official release's (docs/release.md); precision and placement: `load_options`."""
         path = resolve_model_path(model)
-        network = LlavaMiniForConditionalGeneration.from_pretrained(path, dtype=dtype).to(device)
+        options = load_options(device, dtype, device_map, quantization)
+        if is_release_checkpoint(path):
+            return cls(*load_release(path, **options))
+        network = LlavaMiniForConditionalGeneration.from_pretrained(path, **options)
         return cls(network, LlavaMiniProcessor.from_pretrained(path))
 
     @property
@@ -200,14 +208,22 @@ class LlavaMini:
         batch = self.prepare([messages], [media])
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = self._generate_kwargs(batch, settings)
-        worker = Thread(target=self._generate_quietly, kwargs=dict(kwargs, streamer=streamer), daemon=True)
+        failures: list[BaseException] = []
+        worker = Thread(target=self._generate_into, args=(kwargs, streamer, failures), daemon=True)
         worker.start()
         yield from streamer
         worker.join()
+        if failures:  # e.g. a video that fails to decode half-way: the error reaches the caller
+            raise failures[0]
 
-    def _generate_quietly(self, **kwargs) -> None:
-        with torch.inference_mode():
-            self.model.generate(**kwargs)
+    def _generate_into(self, kwargs: dict, streamer: TextIteratorStreamer, failures: list[BaseException]) -> None:
+        """Run generate() for `stream_chat`; on failure end the stream so its reader never waits forever."""
+        try:
+            with torch.inference_mode():
+                self.model.generate(**kwargs, streamer=streamer)
+        except BaseException as error:  # noqa: BLE001 - handed to the reading thread
+            failures.append(error)
+            streamer.end()
 
     def ask(
         self,

@@ -38,6 +38,8 @@ class StageArgs:
     save_every: int = 500
     keep_checkpoints: int = 2
     model: dict[str, Any] = field(default_factory=dict)
+    # Modules kept frozen on top of the mode's choice, e.g. [vision_tower] after vision pre-training.
+    frozen: list[str] = field(default_factory=list)
     # Tiny recipe only: first teach a from-scratch vision tower to see (train/vision_pretraining.py).
     vision_pretraining: dict[str, Any] | None = None
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
@@ -14,14 +16,19 @@ TRAINABLE_BY_MODE = {
 }
 
 
-def set_trainable(model: LlavaMiniForConditionalGeneration, mode: str) -> list[str]:
-    """Freeze everything but the stage's modules; returns the trainable parameter names."""
+def set_trainable(
+    model: LlavaMiniForConditionalGeneration, mode: str, frozen: Sequence[str] = ()
+) -> list[str]:
+    """Freeze everything but the stage's modules (minus `frozen`); returns the trainable parameter names."""
     if mode not in TRAINABLE_BY_MODE:
         raise ValueError(f"unknown stage mode {mode!r}; expected one of {sorted(TRAINABLE_BY_MODE)}")
+    unknown = sorted(set(frozen) - set(TRAINABLE_BY_MODE["components"]))
+    if unknown:
+        raise ValueError(f"cannot freeze unknown module(s) {unknown}; choose from {TRAINABLE_BY_MODE['components']}")
     model.requires_grad_(False)
     for name in TRAINABLE_BY_MODE[mode]:
         module = getattr(model, name)
-        if module is not None:
+        if module is not None and name not in frozen:
             module.requires_grad_(True)
     return [name for name, parameter in model.named_parameters() if parameter.requires_grad]
 

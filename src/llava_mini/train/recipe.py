@@ -213,7 +213,7 @@ class TrainRecipe:
         checkpoints = list_checkpoints(stage_dir)
         if stage.vision_pretraining is not None and not (self.resume and checkpoints):
             self.pretrain_vision(stage, stage_dir, model, processor, accelerator.is_main_process)
-        trainable = set_trainable(model, stage.mode)
+        trainable = set_trainable(model, stage.mode, stage.frozen)
         logger.info("stage %s trains %d tensors", stage.name, len(trainable))
         if self.args.gradient_checkpointing:
             model.gradient_checkpointing_enable()
