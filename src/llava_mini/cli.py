@@ -17,6 +17,29 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default=None, help="local directory or hub id (default: the shipped model)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--device-map", default=None, help='accelerate placement, e.g. "auto" (overrides --device)')
+    parser.add_argument("--quantization", default=None, choices=["8bit", "4bit"], help="bitsandbytes, CUDA only")
+    parser.add_argument(
+        "--hd", action="store_true", help="high resolution: 2x2 crops + the global view (672 px for a 336 px tower)"
+    )
+
+
+def load_assistant(args: argparse.Namespace):
+    """The model named by `add_model_arguments`' options, loaded once for a command."""
+    import torch
+
+    from llava_mini.inference.generate import LlavaMini
+
+    assistant = LlavaMini.load(
+        args.model,
+        device=args.device,
+        dtype=getattr(torch, args.dtype),
+        device_map=args.device_map,
+        quantization=args.quantization,
+    )
+    if args.hd:
+        assistant.set_resolution_ratio(2)
+    return assistant
 
 
 def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,11 +54,11 @@ def run_ask(args: argparse.Namespace) -> int:
     import torch
     from transformers.utils import logging as transformers_logging
 
-    from llava_mini.inference.generate import GenerationSettings, LlavaMini
+    from llava_mini.inference.generate import GenerationSettings
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     transformers_logging.disable_progress_bar()  # keep the answer alone on the terminal
-    assistant = LlavaMini.load(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    assistant = load_assistant(args)
     if args.fps is not None:
         assistant.config.video_fps = args.fps
     if args.max_frames is not None:
@@ -59,14 +82,13 @@ def run_ask(args: argparse.Namespace) -> int:
 
 
 def run_chat(args: argparse.Namespace) -> int:
-    import torch
     from transformers.utils import logging as transformers_logging
 
     from llava_mini.inference.chat import ChatSession, run_chat_loop
-    from llava_mini.inference.generate import GenerationSettings, LlavaMini
+    from llava_mini.inference.generate import GenerationSettings
 
     transformers_logging.disable_progress_bar()
-    assistant = LlavaMini.load(args.model, device=args.device, dtype=getattr(torch, args.dtype))
+    assistant = load_assistant(args)
     settings = GenerationSettings(args.max_new_tokens, args.temperature, args.top_p, args.stop, args.seed)
     run_chat_loop(ChatSession(assistant, settings), lambda: input("> "))
     return 0
@@ -127,10 +149,50 @@ def build_parser() -> argparse.ArgumentParser:
     eval_synth = eval_commands.add_parser("synth", help="exact match on a held-out synthetic set")
     add_eval_synth_arguments(eval_synth)
     eval_synth.set_defaults(handler=run_eval_synth)
+    from llava_mini.eval.runner import add_benchmark_commands
+
+    add_benchmark_commands(eval_commands)  # the paper's benchmarks: llava-mini eval gqa --data DIR, ...
 
     train = commands.add_parser("train", help="train with a recipe (stages 0-2)")
     add_train_arguments(train)
     train.set_defaults(handler=run_train)
+
+    from llava_mini.analysis.attention import add_attention_arguments, run_attention
+    from llava_mini.analysis.compression import add_compression_arguments, run_compression
+    from llava_mini.analysis.latency import add_bench_arguments, run_bench
+
+    bench = commands.add_parser("bench", help="latency, memory, KV cache: baseline vs LLaVA-Mini")
+    add_bench_arguments(bench)
+    bench.set_defaults(handler=run_bench)
+
+    from llava_mini.analysis.flops import add_flops_arguments, run_flops
+
+    flops = commands.add_parser("flops", help="FLOPs per component: baseline vs LLaVA-Mini (Table 14)")
+    add_flops_arguments(flops)
+    flops.set_defaults(handler=run_flops)
+
+    analyze = commands.add_parser("analyze", help="attention and compression analyses (sec. 3, app. F)")
+    analyze_commands = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
+    attention = analyze_commands.add_parser("attention", help="per-layer attention to vision (Figures 2-5)")
+    add_attention_arguments(attention)
+    attention.set_defaults(handler=run_attention)
+    compression = analyze_commands.add_parser("compression", help="the compressor's attention over an image")
+    add_compression_arguments(compression)
+    compression.set_defaults(handler=run_compression)
+
+    from llava_mini.experiments.ablations import add_ablations_arguments, run_ablations_command
+
+    experiment = commands.add_parser("experiment", help="train and compare models (the paper's ablations)")
+    experiment_commands = experiment.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
+    ablations = experiment_commands.add_parser("ablations", help="Tables 7, 8, 12 in miniature on the synthetic world")
+    add_ablations_arguments(ablations)
+    ablations.set_defaults(handler=run_ablations_command)
+
+    from llava_mini.model.convert import add_convert_arguments, run_convert
+
+    convert = commands.add_parser("convert", help="convert the official release checkpoint to this layout")
+    add_convert_arguments(convert)
+    convert.set_defaults(handler=run_convert)
     return parser
 
 

@@ -9,7 +9,7 @@ from transformers import AutoConfig, PreTrainedConfig
 from transformers.configuration_utils import SubConfigSpec
 
 CompressorType = Literal["query", "pool", "none"]
-Arrangement = Literal["release", "paper"]
+Arrangement = Literal["release", "paper", "inside_llm"]
 
 
 class LlavaMiniConfig(PreTrainedConfig):
@@ -31,7 +31,13 @@ class LlavaMiniConfig(PreTrainedConfig):
         prefusion_init: "random" (as released) or "llm" (copy the LLM's first N layers).
         arrangement: "release" compresses in the vision tower's space before the projector and
             hands the LLM the pre-fused compressed slots; "paper" projects first, compresses in the
-            LLM's space, and hands the LLM the compressor's output directly (Figure 6).
+            LLM's space, and hands the LLM the compressor's output directly (Figure 6); "inside_llm"
+            compresses inside the LLM (Table 12): its first `inside_llm_layers` layers see every vision
+            token, then the compressor squeezes their hidden states to C*C tokens for the remaining layers.
+        inside_llm_layers: LLM layers that see all vision tokens with `arrangement="inside_llm"` (else 0).
+        vision_tokens_to_llm: False hands the LLM no vision tokens (the "pre-fusion only" ablation): each
+            picture keeps one placeholder slot holding the plain `<image>` embedding, so pictures reach the
+            LLM only through the pre-fused text.
         vision_feature_layer: which hidden state of the vision tower to use (-2 as in LLaVA).
         vision_feature_select: "patch" drops the class token, "full" keeps every token.
         projector_type: "mlp2x_gelu" or "linear".
@@ -69,6 +75,8 @@ class LlavaMiniConfig(PreTrainedConfig):
     prefusion_layers: int = 4
     prefusion_init: Literal["random", "llm"] = "random"
     arrangement: Arrangement = "release"
+    inside_llm_layers: int = 0
+    vision_tokens_to_llm: bool = True
     vision_feature_layer: int = -2
     vision_feature_select: Literal["patch", "full"] = "patch"
     projector_type: Literal["mlp2x_gelu", "linear"] = "mlp2x_gelu"
@@ -87,7 +95,7 @@ class LlavaMiniConfig(PreTrainedConfig):
         choices = {
             "compressor_type": ("query", "pool", "none"),
             "prefusion_init": ("random", "llm"),
-            "arrangement": ("release", "paper"),
+            "arrangement": ("release", "paper", "inside_llm"),
             "vision_feature_select": ("patch", "full"),
             "projector_type": ("mlp2x_gelu", "linear"),
         }
@@ -100,6 +108,7 @@ class LlavaMiniConfig(PreTrainedConfig):
                 raise ValueError(f"{field_name} must be >= 1, got {getattr(self, field_name)}")
         if self.prefusion_layers < 0:
             raise ValueError(f"prefusion_layers must be >= 0, got {self.prefusion_layers}")
+        self.validate_ablation_fields()
         if self.video_fps <= 0:
             raise ValueError(f"video_fps must be > 0, got {self.video_fps}")
         if self.video_max_frames is not None and self.video_max_frames < 1:
@@ -107,6 +116,28 @@ class LlavaMiniConfig(PreTrainedConfig):
         if self.compressor_size > self.patch_grid_side:
             raise ValueError(
                 f"compressor_size={self.compressor_size} exceeds the vision grid side {self.patch_grid_side}"
+            )
+
+    def validate_ablation_fields(self) -> None:
+        """The ablation switches (`inside_llm_layers`, `vision_tokens_to_llm`) must describe one model."""
+        if self.arrangement == "inside_llm":
+            llm_layers = int(self.text_config.num_hidden_layers)
+            if not 1 <= self.inside_llm_layers < llm_layers:
+                raise ValueError(
+                    f"inside_llm_layers must be in [1, {llm_layers - 1}] (the LLM has {llm_layers} layers), "
+                    f"got {self.inside_llm_layers}"
+                )
+            if self.compressor_type == "none" or self.prefusion_layers != 0:
+                raise ValueError(
+                    "arrangement='inside_llm' needs a compressor (compressor_type 'query' or 'pool') and "
+                    f"prefusion_layers=0, got {self.compressor_type!r} and {self.prefusion_layers}"
+                )
+        elif self.inside_llm_layers != 0:
+            raise ValueError(f"inside_llm_layers={self.inside_llm_layers} needs arrangement='inside_llm'")
+        if not self.vision_tokens_to_llm and (self.prefusion_layers < 1 or self.arrangement == "inside_llm"):
+            raise ValueError(
+                "vision_tokens_to_llm=False needs pre-fusion (prefusion_layers >= 1, arrangement 'release' or "
+                "'paper'): otherwise no picture information reaches the LLM"
             )
 
     @property
@@ -124,8 +155,11 @@ class LlavaMiniConfig(PreTrainedConfig):
         return 1 if self.resolution_ratio == 1 else self.resolution_ratio**2 + 1
 
     def num_vision_tokens(self, views: int | None = None) -> int:
-        """Vision tokens the LLM sees per picture (image or video frame)."""
+        """Placeholder slots per picture (image or video frame): the vision tokens the LLM sees (with
+        "inside_llm": its later layers), or one content-free marker slot with `vision_tokens_to_llm=False`."""
         views = self.views_per_picture if views is None else views
+        if not self.vision_tokens_to_llm:
+            return 1
         if self.compressor_type == "none":
             return views * self.num_patches
         return self.compressor_size**2

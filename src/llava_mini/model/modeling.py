@@ -18,6 +18,7 @@ from transformers.utils import ModelOutput
 
 from llava_mini.model.compressor import QueryCompressor, build_compressor, sincos_2d_table
 from llava_mini.model.configuration import LlavaMiniConfig
+from llava_mini.model.inside_llm import inside_llm_forward
 from llava_mini.model.pictures import PictureStream, picture_chunks
 from llava_mini.model.prefusion import ModalityPreFusion
 from llava_mini.model.projector import build_projector
@@ -256,7 +257,8 @@ class LlavaMiniForConditionalGeneration(LlavaMiniPreTrainedModel, GenerationMixi
         encoded = self.encode_pictures(pixel_values, picture_to_sample, packed_text)
         embeds = embeds.clone()
         slots = input_ids == self.config.image_token_id
-        embeds[slots] = encoded.vision_tokens.reshape(-1, embeds.shape[2]).to(embeds.dtype)
+        if self.config.vision_tokens_to_llm:  # else the slots keep the plain <image> embedding (a marker)
+            embeds[slots] = encoded.vision_tokens.reshape(-1, embeds.shape[2]).to(embeds.dtype)
         if encoded.fused_text is not None:
             has_picture = torch.zeros(embeds.shape[0], dtype=torch.bool, device=embeds.device)
             has_picture[picture_to_sample] = True
@@ -277,6 +279,19 @@ class LlavaMiniForConditionalGeneration(LlavaMiniPreTrainedModel, GenerationMixi
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> LlavaMiniCausalLMOutputWithPast:
+        if self.config.arrangement == "inside_llm":  # compression inside the LLM (Table 12): see inside_llm.py
+            if input_ids is None or inputs_embeds is not None:
+                raise ValueError("arrangement='inside_llm' takes input_ids, not inputs_embeds")
+            inside = inside_llm_forward(
+                self, input_ids, pixel_values, attention_mask, position_ids, past_key_values, labels, use_cache,
+                logits_to_keep, num_items_in_batch=kwargs.get("num_items_in_batch"),
+            )
+            return LlavaMiniCausalLMOutputWithPast(
+                loss=inside.loss,
+                logits=inside.logits,
+                past_key_values=inside.past_key_values,
+                compressor_attentions=inside.compressor_attention,
+            )
         compressor_attention = None
         if inputs_embeds is None:
             if input_ids is None:

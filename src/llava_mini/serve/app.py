@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import socket
+import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -16,11 +18,13 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool, run_in_threadpool
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 
 from llava_mini.inference.generate import GenerationSettings, LlavaMini
 from llava_mini.processing.processor import Medium
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
+from llava_mini.serve.batching import Batcher, QueueFull
 from llava_mini.serve.media import MediaError, MediaPolicy, load_request_medium
 from llava_mini.serve.schemas import (
     ChatCompletion,
@@ -35,6 +39,8 @@ from llava_mini.serve.schemas import (
     Usage,
 )
 
+GREEDY_BELOW = 1e-5  # sampling temperatures under this decode greedily
+
 
 @dataclass
 class ServerLimits:
@@ -44,6 +50,10 @@ class ServerLimits:
     max_prompt_tokens: int = 4096
     max_queue: int = 16
     media_cache_entries: int = 64
+    max_batch_size: int = 8
+    batch_window_s: float = 0.01
+    max_stop_strings: int = 4
+    max_stop_chars: int = 64
 
 
 class APIError(Exception):
@@ -61,9 +71,12 @@ class ServerState:
     policy: MediaPolicy
     limits: ServerLimits
     created: int = field(default_factory=lambda: int(time.time()))
-    waiting: int = 0
-    model_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     media_cache: OrderedDict = field(default_factory=OrderedDict)
+    batcher: Batcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        limits = self.limits
+        self.batcher = Batcher(self.assistant, limits.max_batch_size, limits.batch_window_s, limits.max_queue)
 
     def cached_medium(self, kind: str, url: str) -> Medium:
         """Decoded and preprocessed media by content hash: follow-up questions skip the decoding work."""
@@ -113,13 +126,17 @@ def request_to_conversation(state: ServerState, request: ChatCompletionRequest) 
 
 
 def generation_settings(state: ServerState, request: ChatCompletionRequest) -> GenerationSettings:
-    max_tokens = request.max_completion_tokens or request.max_tokens or 128
+    max_tokens = request.max_completion_tokens or request.max_tokens or min(128, state.limits.max_new_tokens)
     if max_tokens > state.limits.max_new_tokens:
         raise APIError(400, f"max_tokens={max_tokens} exceeds the limit of {state.limits.max_new_tokens}", param="max_tokens")
     stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
+    most, longest = state.limits.max_stop_strings, state.limits.max_stop_chars
+    if len(stop) > most or any(not s or len(s) > longest for s in stop):
+        raise APIError(400, f"stop takes at most {most} non-empty strings of at most {longest} characters", param="stop")
     return GenerationSettings(
         max_new_tokens=max_tokens,
-        temperature=request.temperature if request.temperature is not None else 0.0,
+        # Below GREEDY_BELOW, logits / temperature overflows float32 (NaN probabilities); its limit is greedy.
+        temperature=request.temperature if (request.temperature or 0.0) >= GREEDY_BELOW else 0.0,
         top_p=request.top_p if request.top_p is not None else 1.0,
         stop=stop,
         seed=request.seed,
@@ -127,7 +144,12 @@ def generation_settings(state: ServerState, request: ChatCompletionRequest) -> G
 
 
 def create_app(state: ServerState) -> FastAPI:
-    app = FastAPI(title="llava-mini", version="0.1.0")
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await state.batcher.stop()
+
+    app = FastAPI(title="llava-mini", version="0.1.0", lifespan=lifespan)
     app.state.server = state
 
     @app.exception_handler(APIError)
@@ -143,6 +165,13 @@ def create_app(state: ServerState) -> FastAPI:
         body = {"error": {"message": details or "invalid request", "type": "invalid_request_error", "param": None, "code": None}}
         return JSONResponse(body, status_code=400)
 
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        """Starlette's own errors (unreadable body, unknown path, wrong method) in OpenAI's format too."""
+        kind = "invalid_request_error" if error.status_code < 500 else "server_error"
+        body = {"error": {"message": str(error.detail), "type": kind, "param": None, "code": None}}
+        return JSONResponse(body, status_code=error.status_code, headers=error.headers)
+
     @app.middleware("http")
     async def limit_body(request: Request, call_next):
         declared = request.headers.get("content-length")
@@ -153,7 +182,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": state.model_id, "waiting": state.waiting}
+        return {"status": "ok", "model": state.model_id, **state.batcher.stats()}
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
@@ -167,17 +196,18 @@ def create_app(state: ServerState) -> FastAPI:
     async def chat_completions(request: ChatCompletionRequest):
         if request.model != state.model_id:
             raise APIError(404, f"model {request.model!r} does not exist; this server serves {state.model_id!r}", param="model")
-        if state.waiting >= state.limits.max_queue:
-            raise APIError(429, f"the server is busy ({state.waiting} requests queued); retry later", kind="rate_limit_error")
         settings = generation_settings(state, request)
-        state.waiting += 1
+        try:
+            state.batcher.admit()
+        except QueueFull as error:
+            raise APIError(429, str(error), kind="rate_limit_error") from error
         try:
             messages, media = await run_in_threadpool(request_to_conversation, state, request)
         except MediaError as error:
-            state.waiting -= 1
+            state.batcher.release()
             raise APIError(400, str(error), param="messages") from error
         except BaseException:
-            state.waiting -= 1
+            state.batcher.release()
             raise
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -187,13 +217,13 @@ def create_app(state: ServerState) -> FastAPI:
                 media_type="text/event-stream",
             )
         try:
-            async with state.model_lock:
-                completions = await run_in_threadpool(state.assistant.complete_batch, [messages], [media], settings)
+            result = await state.batcher.complete(messages, media, settings)
         except ValueError as error:
             raise APIError(400, str(error)) from error
+        except Exception as error:  # logged by the batcher
+            raise APIError(500, f"generation failed: {error}", kind="server_error") from error
         finally:
-            state.waiting -= 1
-        result = completions[0]
+            state.batcher.release()
         return ChatCompletion(
             id=completion_id,
             created=created,
@@ -227,17 +257,16 @@ async def stream_events(
         return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
 
     try:
-        async with state.model_lock:
-            yield event(Delta(role="assistant", content=""))
-            pieces = state.assistant.stream_chat(messages, media, settings)
-            async for piece in iterate_in_threadpool(pieces):
-                if piece:
-                    yield event(Delta(content=piece))
-            yield event(Delta(), finish="stop")
+        yield event(Delta(role="assistant", content=""))
+        async for piece in state.batcher.stream(messages, media, settings):
+            yield event(Delta(content=piece))
+        yield event(Delta(), finish="stop")
     except ValueError as error:
         yield f"data: {json.dumps({'error': {'message': str(error), 'type': 'invalid_request_error'}})}\n\n"
+    except Exception as error:
+        yield f"data: {json.dumps({'error': {'message': f'generation failed: {error}', 'type': 'server_error'}})}\n\n"
     finally:
-        state.waiting -= 1
+        state.batcher.release()
     yield "data: [DONE]\n\n"
 
 
@@ -250,6 +279,10 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allowed-media-dir", default=None, help="local files clients may name (default: none)")
     parser.add_argument("--allow-http", action="store_true", help="let the server fetch http(s) media URLs")
     parser.add_argument("--max-queue", type=int, default=16, help="queued requests before answering 429")
+    parser.add_argument("--max-batch-size", type=int, default=8, help="requests answered in one batch at most")
+    parser.add_argument(
+        "--batch-window-ms", type=float, default=10.0, help="how long a batch waits for more requests to join"
+    )
 
 
 def build_state(args: argparse.Namespace) -> ServerState:
@@ -260,7 +293,33 @@ def build_state(args: argparse.Namespace) -> ServerState:
         allow_http=args.allow_http,
         video_fps=assistant.config.video_fps,
     )
-    return ServerState(assistant, model_id, policy, ServerLimits(max_queue=args.max_queue))
+    limits = ServerLimits(
+        max_queue=args.max_queue, max_batch_size=args.max_batch_size, batch_window_s=args.batch_window_ms / 1000
+    )
+    return ServerState(assistant, model_id, policy, limits)
+
+
+@contextmanager
+def serve_in_thread(app: FastAPI, host: str = "127.0.0.1", port: int = 0, timeout_s: float = 30.0) -> Iterator[str]:
+    """Run `app` with uvicorn in a daemon thread (tests, benchmarks); yields its base URL. Port 0: any free one."""
+    import uvicorn
+
+    listener = socket.socket()
+    listener.bind((host, port))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while not server.started:
+            if not thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the server on {host}:{listener.getsockname()[1]} did not start")
+            time.sleep(0.02)
+        yield f"http://{host}:{listener.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=timeout_s)
+        listener.close()
 
 
 def run_serve(args: argparse.Namespace) -> int:

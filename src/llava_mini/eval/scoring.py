@@ -1,0 +1,311 @@
+"""Scorers shared by the benchmarks: VQA accuracy, exact match, yes/no, option letters, POPE, MME, MMBench.
+
+Every function here is pure (answers in, numbers out) so that each can be checked on hand-computed cases.
+Fractions are in [0, 1]; the markdown tables print them as percentages. MME's scores are its own sums of
+percentages (perception out of 2000, cognition out of 800), as its authors report them.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+
+# --- VQA answer normalisation (the VQA / EvalAI protocol) ---------------------------------------------
+
+# Contractions written without their apostrophe, as answers often are, mapped to the spelled form.
+CONTRACTIONS = {
+    "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
+    "couldn'tve": "couldn't've", "couldnt've": "couldn't've", "didnt": "didn't", "doesnt": "doesn't",
+    "dont": "don't", "hadnt": "hadn't", "hadnt've": "hadn't've", "hadn'tve": "hadn't've", "hasnt": "hasn't",
+    "havent": "haven't", "hed": "he'd", "hed've": "he'd've", "he'dve": "he'd've", "hes": "he's",
+    "howd": "how'd", "howll": "how'll", "hows": "how's", "Id've": "I'd've", "I'dve": "I'd've", "Im": "I'm",
+    "Ive": "I've", "isnt": "isn't", "itd": "it'd", "itd've": "it'd've", "it'dve": "it'd've", "itll": "it'll",
+    "let's": "let's", "maam": "ma'am", "mightnt": "mightn't", "mightnt've": "mightn't've",
+    "mightn'tve": "mightn't've", "mightve": "might've", "mustnt": "mustn't", "mustve": "must've",
+    "neednt": "needn't", "notve": "not've", "oclock": "o'clock", "oughtnt": "oughtn't",
+    "ow's'at": "'ow's'at", "'ows'at": "'ow's'at", "'ow'sat": "'ow's'at", "shant": "shan't",
+    "shed've": "she'd've", "she'dve": "she'd've", "she's": "she's", "shouldve": "should've",
+    "shouldnt": "shouldn't", "shouldnt've": "shouldn't've", "shouldn'tve": "shouldn't've",
+    "somebody'd": "somebodyd", "somebodyd've": "somebody'd've", "somebody'dve": "somebody'd've",
+    "somebodyll": "somebody'll", "somebodys": "somebody's", "someoned": "someone'd",
+    "someoned've": "someone'd've", "someone'dve": "someone'd've", "someonell": "someone'll",
+    "someones": "someone's", "somethingd": "something'd", "somethingd've": "something'd've",
+    "something'dve": "something'd've", "somethingll": "something'll", "thats": "that's", "thered": "there'd",
+    "thered've": "there'd've", "there'dve": "there'd've", "therere": "there're", "theres": "there's",
+    "theyd": "they'd", "theyd've": "they'd've", "they'dve": "they'd've", "theyll": "they'll",
+    "theyre": "they're", "theyve": "they've", "twas": "'twas", "wasnt": "wasn't", "wed've": "we'd've",
+    "we'dve": "we'd've", "weve": "we've", "werent": "weren't", "whatll": "what'll", "whatre": "what're",
+    "whats": "what's", "whatve": "what've", "whens": "when's", "whered": "where'd", "wheres": "where's",
+    "whereve": "where've", "whod": "who'd", "whod've": "who'd've", "who'dve": "who'd've", "wholl": "who'll",
+    "whos": "who's", "whove": "who've", "whyll": "why'll", "whyre": "why're", "whys": "why's",
+    "wont": "won't", "wouldve": "would've", "wouldnt": "wouldn't", "wouldnt've": "wouldn't've",
+    "wouldn'tve": "wouldn't've", "yall": "y'all", "yall'll": "y'all'll", "y'allll": "y'all'll",
+    "yall'd've": "y'all'd've", "y'alld've": "y'all'd've", "y'all'dve": "y'all'd've", "youd": "you'd",
+    "youd've": "you'd've", "you'dve": "you'd've", "youll": "you'll", "youre": "you're", "youve": "you've",
+}  # fmt: skip
+NUMBER_WORDS = {
+    "none": "0", "zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5",
+    "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
+}  # fmt: skip
+ARTICLES = {"a", "an", "the"}
+VQA_PUNCTUATION = [
+    ";",
+    "/",
+    "[",
+    "]",
+    '"',
+    "{",
+    "}",
+    "(",
+    ")",
+    "=",
+    "+",
+    "\\",
+    "_",
+    "-",
+    ">",
+    "<",
+    "@",
+    "`",
+    ",",
+    "?",
+    "!",
+]
+_COMMA_BETWEEN_DIGITS = re.compile(r"(\d)(,)(\d)")
+# The official expression is "(?!<=\d)(\.)(?!\d)", whose first group is a (vacuous) look-ahead, not a
+# look-behind: in effect it drops every period that is not followed by a digit. Same behaviour here.
+_PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
+
+
+def _strip_punctuation(text: str) -> str:
+    """Marks next to a space (or any, once a "1,000"-style comma appears) are deleted; others become spaces."""
+    for mark in VQA_PUNCTUATION:
+        if f"{mark} " in text or f" {mark}" in text or _COMMA_BETWEEN_DIGITS.search(text):
+            text = text.replace(mark, "")
+        else:
+            text = text.replace(mark, " ")
+    return _PERIOD_NOT_BEFORE_DIGIT.sub("", text)
+
+
+def _words_to_canonical(text: str) -> str:
+    """Lowercase, number words -> digits, articles dropped, apostrophe-less contractions restored."""
+    words = []
+    for word in text.lower().split():
+        word = NUMBER_WORDS.get(word, word)
+        if word not in ARTICLES:
+            words.append(CONTRACTIONS.get(word, word))
+    return " ".join(words)
+
+
+def normalize_vqa_answer(text: str) -> str:
+    """The VQA protocol's answer processing: "Two dogs." -> "2 dogs", "The cat's" -> "cat's"."""
+    text = text.replace("\n", " ").replace("\t", " ").strip()
+    return _words_to_canonical(_strip_punctuation(text))
+
+
+def vqa_accuracy(prediction: str, ground_truths: Sequence[str]) -> float:
+    """min(1, #matches / 3), averaged over the leave-one-annotator-out subsets (10 choose 9 for 10 answers).
+
+    With 10 annotators an answer given by 4 or more scores 1, by 3 scores 0.9 (= (7 * 1 + 3 * 2/3) / 10),
+    by 2 scores 0.6, by 1 scores 0.3, by none 0.
+    """
+    if not ground_truths:
+        raise ValueError("vqa_accuracy needs at least one ground-truth answer")
+    answer = normalize_vqa_answer(prediction)
+    truths = [normalize_vqa_answer(truth) for truth in ground_truths]
+    total = 0.0
+    for left_out in range(len(truths)):
+        matches = sum(truth == answer for index, truth in enumerate(truths) if index != left_out)
+        total += min(1.0, matches / 3)
+    return total / len(truths)
+
+
+# --- exact match, yes/no ------------------------------------------------------------------------------
+
+
+def normalize_short_answer(text: str) -> str:
+    """GQA's comparison: lowercase, outer space and a trailing period removed ("Yes." -> "yes")."""
+    text = text.strip().lower()
+    return text[:-1].rstrip() if text.endswith(".") else text
+
+
+def exact_match(prediction: str, truth: str) -> bool:
+    return normalize_short_answer(prediction) == normalize_short_answer(truth)
+
+
+def pope_yes_no(answer: str) -> str:
+    """POPE's reading: "no" if the first sentence contains the word no/No/not, else "yes"."""
+    first_sentence = answer.split(".")[0].replace(",", "")
+    words = first_sentence.split()
+    return "no" if any(word in ("no", "No", "not") for word in words) else "yes"
+
+
+def mme_yes_no(answer: str) -> str:
+    """MME's reading: "yes"/"no" exactly, else whichever its first four characters contain, else "other"."""
+    text = answer.lower().strip().replace(".", "")
+    if text in ("yes", "no"):
+        return text
+    head = text[:4]
+    if "yes" in head:
+        return "yes"
+    if "no" in head:
+        return "no"
+    return "other"
+
+
+# --- multiple choice ----------------------------------------------------------------------------------
+
+LETTERS = string.ascii_uppercase
+_ANSWER_PREFIX = re.compile(
+    r"^\s*(?:the\s+)?(?:best\s+)?(?:answer|option|choice)\b\s*(?:is)?\s*[:：]?\s*", re.I
+)
+_LEADING_LETTER = re.compile(r"^\(([A-Z])\)|^([A-Z])(?:[.:)]|$)(?:\s|$)")
+_ANSWER_IS_LETTER = re.compile(r"\b(?:answer|option)\s+is\s*:?\s*\(?([A-Z])\)?(?![A-Za-z])", re.I)
+_PARENTHESISED_LETTER = re.compile(r"\(([A-Z])\)")
+
+
+def _plain(text: str) -> str:
+    """Lowercase words without punctuation: "A red car." -> "a red car"."""
+    return " ".join(re.sub(r"[^\w\s]", " ", text.lower()).split())
+
+
+def extract_choice(answer: str, options: Sequence[str]) -> int | None:
+    """Index of the option an answer picks, or None when it picks none or is ambiguous.
+
+    Accepted, in order: a bare letter ("B", "(B)", "B."), a leading letter with a delimiter ("B. a cat",
+    "(B) a cat"), "the answer is B", a single parenthesised letter anywhere, or the text of exactly one
+    option.
+    Letters beyond the number of options are ignored. "A cat" is not read as option A.
+    """
+    valid = set(LETTERS[: len(options)])
+    text = _ANSWER_PREFIX.sub("", answer.strip()).strip()
+    if not text:
+        return None
+    match = _LEADING_LETTER.match(text)
+    if match:
+        letter = match.group(1) or match.group(2)
+        if letter in valid:
+            return LETTERS.index(letter)
+    match = _ANSWER_IS_LETTER.search(answer)
+    if match and match.group(1).upper() in valid:
+        return LETTERS.index(match.group(1).upper())
+    parenthesised = {letter for letter in _PARENTHESISED_LETTER.findall(text) if letter in valid}
+    if len(parenthesised) == 1:
+        return LETTERS.index(parenthesised.pop())
+    said = {_plain(text), _plain(answer)}
+    matching = [index for index, option in enumerate(options) if _plain(option) in said]
+    return matching[0] if len(matching) == 1 else None
+
+
+def letter_accuracy(records: Iterable[tuple[str, int | None]]) -> dict[str, dict]:
+    """Accuracy per category from (category, 1/0/None) pairs; adds "all" and a "failed to parse" count."""
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for category, outcome in records:
+        for key in ("all", category):
+            totals[key][0] += int(bool(outcome))
+            totals[key][1] += 1
+            totals[key][2] += int(outcome is None)
+    return {
+        key: {"accuracy": right / count, "correct": right, "total": count, "unparsed": unparsed}
+        for key, (right, count, unparsed) in sorted(totals.items(), key=lambda kv: (kv[0] != "all", kv[0]))
+    }
+
+
+def circular_accuracy(rounds: Iterable[tuple[str, str, bool]]) -> dict[str, dict]:
+    """MMBench's circular evaluation: a question counts only if every rotation of its options is right.
+
+    rounds: (question index, category, correct) per rotation. Returns accuracy per category and "all".
+    """
+    by_question: dict[str, tuple[str, list[bool]]] = {}
+    for index, category, correct in rounds:
+        by_question.setdefault(index, (category, []))[1].append(bool(correct))
+    return letter_accuracy((category, int(all(results))) for category, results in by_question.values())
+
+
+# --- POPE -------------------------------------------------------------------------------------------
+
+
+def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
+    """Accuracy, precision, recall, F1 (positive class = "yes") and the share of "yes" answers.
+
+    predictions: already read as "yes"/"no" (`pope_yes_no`); labels: "yes"/"no".
+    """
+    if len(predictions) != len(labels):
+        raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
+    if not labels:
+        raise ValueError("pope_metrics needs at least one answer")
+    pairs = list(zip(predictions, labels, strict=True))
+    true_positive = sum(p == "yes" and t == "yes" for p, t in pairs)
+    false_positive = sum(p == "yes" and t == "no" for p, t in pairs)
+    true_negative = sum(p == "no" and t == "no" for p, t in pairs)
+    false_negative = sum(p == "no" and t == "yes" for p, t in pairs)
+    precision = true_positive / (true_positive + false_positive) if true_positive + false_positive else 0.0
+    recall = true_positive / (true_positive + false_negative) if true_positive + false_negative else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        "accuracy": (true_positive + true_negative) / len(pairs),
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "yes_ratio": (true_positive + false_positive) / len(pairs),
+        "total": len(pairs),
+    }
+
+
+# --- MME --------------------------------------------------------------------------------------------
+
+MME_PERCEPTION = (
+    "existence", "count", "position", "color", "posters", "celebrity", "scene", "landmark", "artwork", "OCR",
+)  # fmt: skip
+MME_COGNITION = ("commonsense_reasoning", "numerical_calculation", "text_translation", "code_reasoning")
+
+
+def mme_scores(records: Iterable[tuple[str, str, str, str]]) -> dict[str, dict]:
+    """MME: per category, accuracy over questions + accuracy+ over images (both questions right), x 100.
+
+    records: (category, image name, predicted yes/no/other, truth yes/no). Returns {"categories": {name:
+    {"acc", "acc_plus", "score"}}, "perception": sum of perception scores, "cognition": likewise}.
+    """
+    per_image: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for category, image, prediction, truth in records:
+        per_image[category][image].append(prediction == truth.strip().lower())
+    categories = {}
+    for category, images in per_image.items():
+        answers = [correct for results in images.values() for correct in results]
+        accuracy = 100 * sum(answers) / len(answers)
+        accuracy_plus = 100 * sum(all(results) for results in images.values()) / len(images)
+        categories[category] = {"acc": accuracy, "acc_plus": accuracy_plus, "score": accuracy + accuracy_plus}
+    return {
+        "categories": dict(sorted(categories.items())),
+        "perception": sum(categories[c]["score"] for c in MME_PERCEPTION if c in categories),
+        "cognition": sum(categories[c]["score"] for c in MME_COGNITION if c in categories),
+    }
+
+
+# --- helpers for judged benchmarks ---------------------------------------------------------------------
+
+
+def mean(values: Sequence[float]) -> float:
+    if not values:
+        raise ValueError("mean of no values")
+    return sum(values) / len(values)
+
+
+def group_mean(pairs: Iterable[tuple[str, float]], overall: str = "all") -> dict[str, float]:
+    """Mean value per group and over everything ("all" first)."""
+    groups: dict[str, list[float]] = defaultdict(list)
+    for group, value in pairs:
+        groups[overall].append(value)
+        groups[group].append(value)
+    return {
+        key: mean(values) for key, values in sorted(groups.items(), key=lambda kv: (kv[0] != overall, kv[0]))
+    }
+
+
+def count_by(values: Iterable[str]) -> Mapping[str, int]:
+    counts: dict[str, int] = defaultdict(int)
+    for value in values:
+        counts[value] += 1
+    return dict(counts)
