@@ -2,9 +2,10 @@
 
 The real model starts from CLIP ViT-L, pre-trained on 400M image-text pairs. Nothing pretrained can be
 downloaded offline, and a tower trained from scratch only through the LLM's loss learns shapes far too
-slowly on a CPU budget, so the tiny recipe first teaches its tower to see: a head of learned queries (one
-per 3 x 3 cell, one for written words) reads the tower's features and classifies what each cell holds
-(empty, or shape x colour) and which word is written. Only the tower's weights are kept.
+slowly on a CPU budget, so the tiny recipe first teaches its tower to see: a linear head on every patch
+token names what the 3 x 3 cell under that patch holds (empty, or shape x colour) and which word is written
+in the image. Each patch token then carries its own cell's content, which the LLM, the compressor and the
+pre-fusion layers can read directly, as they read CLIP's patch tokens. Only the tower's weights are kept.
 
 scenes.jsonl lines: {"image": relative path, "cells": [9 ints], "word": int} (`llava-mini data synth`).
 """
@@ -73,24 +74,40 @@ class SceneLabels(torch.utils.data.Dataset):
 
 
 class SceneHead(nn.Module):
-    """Ten learned queries attend over the tower's tokens (B, N, D): nine cells and one word.
+    """Per-patch classifiers over the tower's tokens (B, N, D), N = g*g patches.
 
-    forward -> cell logits (B, 9, NUM_CELL_CLASSES), word logits (B, NUM_WORD_CLASSES)
+    forward -> cell logits (B, N, NUM_CELL_CLASSES) for the cell under each patch, word logits
+    (B, N, NUM_WORD_CLASSES); `patch_cells` (N,) maps each patch to the 3 x 3 cell holding its centre.
     """
 
-    def __init__(self, dim: int, num_heads: int) -> None:
+    def __init__(self, dim: int, grid_side: int) -> None:
         super().__init__()
-        self.queries = nn.Parameter(torch.randn(10, dim) * 0.02)
+        centres = (torch.arange(grid_side) + 0.5) / grid_side  # patch centres as a fraction of the side
+        cell_of = (centres * 3).long()  # row or column of the 3 x 3 cell
+        self.register_buffer("patch_cells", (cell_of.view(-1, 1) * 3 + cell_of.view(1, -1)).flatten())
         self.norm = nn.LayerNorm(dim)
-        self.attention = nn.MultiheadAttention(dim, num_heads, batch_first=True)
         self.cell_classifier = nn.Linear(dim, NUM_CELL_CLASSES)
         self.word_classifier = nn.Linear(dim, NUM_WORD_CLASSES)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        keys = self.norm(features)
-        queries = self.queries.unsqueeze(0).expand(features.shape[0], -1, -1)
-        pooled, _ = self.attention(queries, keys, keys, need_weights=False)
-        return self.cell_classifier(pooled[:, :9]), self.word_classifier(pooled[:, 9])
+        normed = self.norm(features)
+        return self.cell_classifier(normed), self.word_classifier(normed)
+
+    def loss(self, features: torch.Tensor, cells: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-entropy over every patch; also (B,) whether every patch of an image was read right."""
+        if features.shape[1] != self.patch_cells.shape[0]:
+            raise ValueError(
+                f"vision pre-training needs patch tokens only ({self.patch_cells.shape[0]}), got {features.shape[1]}; "
+                "use vision_feature_select='patch'"
+            )
+        cell_logits, word_logits = self(features)
+        cell_targets = cells[:, self.patch_cells]  # (B, N)
+        word_targets = words.unsqueeze(1).expand_as(cell_targets)
+        loss = F.cross_entropy(cell_logits.flatten(0, 1), cell_targets.flatten()) + F.cross_entropy(
+            word_logits.flatten(0, 1), word_targets.flatten()
+        )
+        right = (cell_logits.argmax(-1) == cell_targets) & (word_logits.argmax(-1) == word_targets)
+        return loss, right.all(-1)
 
 
 def pretrain_vision_tower(
@@ -103,7 +120,8 @@ def pretrain_vision_tower(
     """Train `tower` in place on dense scene labels; returns the loss curve and the final train accuracy."""
     dataset = SceneLabels(data_root / settings.data, image_processor)
     generator = torch.Generator().manual_seed(seed)
-    head = SceneHead(tower.hidden_size, tower.model.config.num_attention_heads)
+    grid_side = int(tower.model.config.image_size) // int(tower.model.config.patch_size)
+    head = SceneHead(tower.hidden_size, grid_side)
     parameters = [*tower.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
@@ -118,8 +136,7 @@ def pretrain_vision_tower(
     for step in progress:
         batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
         pixels, cells, words = dataset.pixels[batch], dataset.cells[batch], dataset.words[batch]
-        cell_logits, word_logits = head(tower(pixels))
-        loss = F.cross_entropy(cell_logits.flatten(0, 1), cells.flatten()) + F.cross_entropy(word_logits, words)
+        loss, image_right = head.loss(tower(pixels), cells, words)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
@@ -127,7 +144,7 @@ def pretrain_vision_tower(
         optimizer.zero_grad(set_to_none=True)
         losses.append(loss.item())
         if step >= total_steps - steps_per_epoch:  # accuracy over (about) the last epoch
-            correct += int((cell_logits.argmax(-1) == cells).all(-1).logical_and(word_logits.argmax(-1) == words).sum())
+            correct += int(image_right.sum())
             seen += len(batch)
         rate = (step + 1) * settings.batch_size / (time.perf_counter() - started)
         progress.set_postfix(loss=f"{losses[-1]:.4f}", images_per_s=f"{rate:.0f}")
