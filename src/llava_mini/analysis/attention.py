@@ -31,6 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from llava_mini.analysis.plotting import new_figure, save_figure
 from llava_mini.eval.synth import Question, evaluate, load_questions, score
 from llava_mini.inference.generate import LlavaMini
 from llava_mini.model.modeling import IGNORE_INDEX, LlavaMiniForConditionalGeneration
@@ -246,23 +247,13 @@ def drop_ablation(
 
 
 # Plots (Figures 2-5) ------------------------------------------------------------------------------
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_shares(shares: torch.Tensor, path: Path) -> Path:
     """Figure 2: per source type, the share of attention to each target type across layers."""
-    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     layers = torch.arange(1, shares.shape[0] + 1)
     sources = [a for a in range(len(TOKEN_TYPES)) if not torch.isnan(shares[:, a]).all()]
-    figure, axes = plt.subplots(1, len(sources), figsize=(4.5 * len(sources), 3.6), squeeze=False)
+    figure, axes = new_figure(1, len(sources), figsize=(4.5 * len(sources), 3.6), squeeze=False)
     for axis, source in zip(axes[0], sources, strict=True):
         for target, name in enumerate(TOKEN_TYPES):
             axis.plot(layers, shares[:, source, target], marker="o", markersize=3, label=f"-> {name}")
@@ -272,16 +263,15 @@ def plot_shares(shares: torch.Tensor, path: Path) -> Path:
         axis.set_ylim(0, 1)
         axis.legend(fontsize=8)
     axes[0][0].set_ylabel("average attention")
-    return _save(figure, path)
+    return save_figure(figure, path, dpi=110)
 
 
 def plot_entropy(entropy: torch.Tensor, normalised: torch.Tensor, path: Path) -> Path:
     """Figure 3: entropy of the attention over vision tokens per layer (nats and normalised)."""
-    plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
     layers = torch.arange(1, entropy.shape[0] + 1)
-    figure, axis = plt.subplots(figsize=(5, 3.6))
+    figure, axis = new_figure(figsize=(5, 3.6))
     axis.plot(layers, entropy, marker="o", markersize=3, color="tab:blue", label="entropy (nats)")
     axis.set_xlabel("layer")
     axis.set_ylabel("entropy (nats)")
@@ -294,17 +284,16 @@ def plot_entropy(entropy: torch.Tensor, normalised: torch.Tensor, path: Path) ->
     lines = axis.get_lines() + twin.get_lines()
     axis.legend(lines, [line.get_label() for line in lines], loc="lower left", fontsize=8)
     axis.set_title("attention entropy over vision tokens")
-    return _save(figure, path)
+    return save_figure(figure, path, dpi=110)
 
 
 def plot_maps(maps: Sequence[torch.Tensor], types: torch.Tensor, path: Path, columns: int = 8) -> Path:
     """Figure 4: head-averaged attention map of each layer (log colour scale), vision span outlined."""
-    plt = _pyplot()
     from matplotlib.colors import LogNorm
 
     columns = min(columns, len(maps))
     rows = math.ceil(len(maps) / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.4 * columns, 2.4 * rows), squeeze=False)
+    figure, axes = new_figure(rows, columns, figsize=(2.4 * columns, 2.4 * rows), squeeze=False)
     vision = (types == VISION).nonzero().flatten()
     for index, axis in enumerate(axes.flat):
         axis.axis("off")
@@ -320,14 +309,13 @@ def plot_maps(maps: Sequence[torch.Tensor], types: torch.Tensor, path: Path, col
         axis.set_title(f"layer {index + 1}", fontsize=8)
     figure.tight_layout()
     figure.colorbar(shown, ax=axes.ravel().tolist(), shrink=0.8, label="attention (log)")
-    return _save(figure, path, tight=False)
+    return save_figure(figure, path, dpi=110, tight=False)
 
 
 def plot_ablation(ablation: dict[str, float], path: Path) -> Path:
     """Figure 5: accuracy with vision tokens dropped in each layer range; dashed line: nothing dropped."""
-    plt = _pyplot()
     labels = [key for key in ablation if key != "none"]
-    figure, axis = plt.subplots(figsize=(max(4.0, 0.6 * len(labels) + 2), 3.6))
+    figure, axis = new_figure(figsize=(max(4.0, 0.6 * len(labels) + 2), 3.6))
     axis.bar(labels, [100 * ablation[key] for key in labels], color="tab:blue")
     axis.axhline(100 * ablation["none"], color="tab:red", linestyle="--", label="no tokens dropped")
     axis.set_xlabel("layers without vision tokens")
@@ -335,16 +323,7 @@ def plot_ablation(ablation: dict[str, float], path: Path) -> Path:
     axis.set_ylim(0, 100)
     axis.tick_params(axis="x", rotation=45)
     axis.legend(fontsize=8)
-    return _save(figure, path)
-
-
-def _save(figure, path: Path, tight: bool = True) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if tight:
-        figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    _pyplot().close(figure)
-    return path
+    return save_figure(figure, path, dpi=110)
 
 
 # Command line -------------------------------------------------------------------------------------

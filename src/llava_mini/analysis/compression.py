@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from llava_mini.analysis.plotting import new_figure, save_figure
 from llava_mini.inference.generate import LlavaMini
 from llava_mini.processing.image import LlavaMiniImageProcessor, expand_to_square, load_image
 
@@ -57,16 +58,11 @@ def plot_compression(
     picture: Image.Image, attention: torch.Tensor, path: str | Path, title: str = ""
 ) -> Path:
     """The picture, then one overlay per query (at most 64, in a square-ish grid); written to `path`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     queries = attention.shape[0]
     panels = queries + 1
     columns = min(panels, 9)
     rows = math.ceil(panels / columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.6 * rows), squeeze=False)
+    figure, axes = new_figure(rows, columns, figsize=(2.6 * columns, 2.6 * rows), squeeze=False)
     width, height = picture.size
     for index, axis in enumerate(axes.flat):
         axis.axis("off")
@@ -86,12 +82,7 @@ def plot_compression(
             axis.set_title(f"query {index}" if queries > 1 else "compression attention", fontsize=8)
     if title:
         figure.suptitle(title, fontsize=9)
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def add_compression_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+from llava_mini.analysis.plotting import new_figure, save_figure
 from llava_mini.model.configuration import LlavaMiniConfig
 from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
 from llava_mini.model.presets import PRESETS, preset_config
@@ -397,11 +398,6 @@ def markdown_table(report: BenchReport) -> str:
 
 def plot_report(report: BenchReport, path: str | Path) -> Path:
     """Four bar charts (prefill, TTFT, decode tokens/s, KV bytes per image) in one PNG/PDF/SVG file."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     names = [r.name for r in report.variants]
     panels = [
         ("prefill (ms)", [r.prefill_ms for r in report.variants], False),
@@ -409,7 +405,7 @@ def plot_report(report: BenchReport, path: str | Path) -> Path:
         ("decode (tokens/s)", [r.decode_tokens_per_s for r in report.variants], False),
         ("KV cache per image (bytes)", [r.kv_bytes_per_image for r in report.variants], True),
     ]
-    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.6))
+    figure, axes = new_figure(1, len(panels), figsize=(4 * len(panels), 3.6))
     colours = ["tab:grey"] + ["tab:blue"] * (len(names) - 1)
     for axis, (title, values, log_scale) in zip(axes, panels, strict=True):
         axis.bar(names, values, color=colours)
@@ -418,12 +414,7 @@ def plot_report(report: BenchReport, path: str | Path) -> Path:
         if log_scale:
             axis.set_yscale("log")
     figure.suptitle(f"{report.preset} on {report.device} ({report.dtype}), median of {report.repeats}")
-    figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:

@@ -81,13 +81,18 @@ def markdown_table(results: dict) -> str:
     return "\n".join(lines)
 
 
-def evaluate(assistant: LlavaMini, questions: Sequence[Question], batch_size: int = 16) -> list[dict]:
-    """Greedy answers for each question, batched; one record per question with `correct`."""
+def evaluate(
+    assistant: LlavaMini, questions: Sequence[Question], batch_size: int = 16, with_media: bool = True
+) -> list[dict]:
+    """Greedy answers for each question, batched; one record per question with `correct`.
+
+    with_media=False asks every question without its image or video (the text-only floor).
+    """
     settings = GenerationSettings(max_new_tokens=8)
     records = []
     for start in tqdm(range(0, len(questions), batch_size), desc="eval synth", unit="batch"):
         chunk = questions[start : start + batch_size]
-        media = [[assistant.medium(q.media_path)] for q in chunk]
+        media = [[assistant.medium(q.media_path)] if with_media else [] for q in chunk]
         conversations = [assistant.question_messages(q.question, m) for q, m in zip(chunk, media, strict=True)]
         answers = assistant.chat_batch(conversations, media, settings)
         for question, answer in zip(chunk, answers, strict=True):

@@ -37,8 +37,9 @@ from typing import Any
 
 import torch
 
+from llava_mini.analysis.plotting import new_figure, save_figure
 from llava_mini.data.records import ConversationRecord
-from llava_mini.eval.synth import Question, evaluate, load_questions, markdown_table, normalise_answer, score
+from llava_mini.eval.synth import Question, evaluate, load_questions, markdown_table, score
 from llava_mini.train.args import RecipeArgs, StageArgs
 from llava_mini.train.recipe import TrainRecipe
 
@@ -350,31 +351,6 @@ def select_questions(path: Path, limit: int | None) -> list[Question]:
     return chosen
 
 
-def answer_without_media(assistant, questions: Sequence[Question], batch_size: int) -> list[dict]:
-    """Like eval.synth.evaluate, with every question asked without its image or video."""
-    from llava_mini.inference.generate import GenerationSettings
-
-    settings = GenerationSettings(max_new_tokens=8)
-    records = []
-    for start in range(0, len(questions), batch_size):
-        chunk = questions[start : start + batch_size]
-        conversations = [assistant.question_messages(question.question, []) for question in chunk]
-        answers = assistant.chat_batch(conversations, [[] for _ in chunk], settings)
-        for question, answer in zip(chunk, answers, strict=True):
-            records.append(
-                {
-                    "id": question.id,
-                    "type": question.type,
-                    "modality": question.modality,
-                    "question": question.question,
-                    "answer": answer,
-                    "expected": question.answer,
-                    "correct": normalise_answer(answer) == question.answer,
-                }
-            )
-    return records
-
-
 def llm_vision_tokens(config, text_only: bool) -> int:
     """Vision tokens per picture in the LLM's input (for "inside_llm": after its first layers)."""
     if text_only or not config.vision_tokens_to_llm:
@@ -457,10 +433,9 @@ def run_arm(arm: Arm, seed: int, settings: AblationSettings) -> dict:
     config = assistant.config
     questions = select_questions(settings.data, settings.budget.eval_limit)
     started = time.perf_counter()
-    if arm.text_only:
-        records = answer_without_media(assistant, questions, settings.budget.eval_batch_size)
-    else:
-        records = evaluate(assistant, questions, batch_size=settings.budget.eval_batch_size)
+    records = evaluate(
+        assistant, questions, batch_size=settings.budget.eval_batch_size, with_media=not arm.text_only
+    )
     eval_seconds = time.perf_counter() - started
     with (run_dir / "answers.jsonl").open("w") as handle:
         handle.writelines(json.dumps(record) + "\n" for record in records)
@@ -619,10 +594,7 @@ def plot_series(
     path: Path, points: Sequence[tuple[float, dict]], xlabel: str, baseline: dict | None, log2_x: bool
 ) -> None:
     """Accuracy (all / image / video, mean with std bars) against one arm property; baseline dashed."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(5.5, 4))
-    axes = figure.subplots()
+    figure, axes = new_figure(figsize=(5.5, 4))
     points = sorted(points, key=lambda point: point[0])
     xs = [x for x, _ in points]
     for split, colour in (("all", "black"), ("image", "tab:blue"), ("video", "tab:orange")):
@@ -643,16 +615,12 @@ def plot_series(
     axes.set_ylabel("accuracy (%)")
     axes.set_title(f"accuracy vs {xlabel} (dashed: {BASELINE_ARM})", fontsize=9)
     axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def plot_accuracy_vs_flops(path: Path, summaries: Sequence[dict]) -> None:
     """Each arm's overall accuracy (mean, std bars) against its image-question prefill FLOPs."""
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(7, 4.5))
-    axes = figure.subplots()
+    figure, axes = new_figure(figsize=(7, 4.5))
     for summary in summaries:
         if "image" not in summary["cost"] or "all" not in summary["accuracy"]:
             continue
@@ -666,8 +634,7 @@ def plot_accuracy_vs_flops(path: Path, summaries: Sequence[dict]) -> None:
     axes.set_xlabel("GFLOPs of one image-question prefill")
     axes.set_ylabel("accuracy, all questions (%)")
     axes.set_title("accuracy vs FLOPs", fontsize=9)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def write_plots(out: Path, summaries: Sequence[dict], arms: Sequence[Arm]) -> list[Path]:
