@@ -38,47 +38,14 @@ from llava_mini.processing.image import LlavaMiniImageProcessor
 
 logger = logging.getLogger(__name__)
 
-# A CPU-sized backbone with the paper's proportions: a CLIP-like tower (224 px, patch 14: 256 patches) much
-# smaller than a Vicuna-like LLM, and pre-fusion depth 1/8 of the LLM's (4 of 32 in the paper).
-BENCH_PRESETS: dict[str, dict] = {
-    "bench-cpu": dict(
-        vision_config=dict(
-            model_type="clip_vision_model",
-            hidden_size=256,
-            intermediate_size=1024,
-            num_hidden_layers=4,
-            num_attention_heads=4,
-            image_size=224,
-            patch_size=14,
-        ),
-        text_config=dict(
-            model_type="llama",
-            hidden_size=512,
-            intermediate_size=1376,
-            num_hidden_layers=8,
-            num_attention_heads=8,
-            num_key_value_heads=8,
-            vocab_size=8000,
-            max_position_embeddings=4096,
-        ),
-        image_token_id=7999,
-        prefusion_layers=1,
-        compressor_num_heads=4,
-    ),
-}
 DEFAULT_PRESETS = {"cpu": "bench-cpu", "cuda": "llava-mini-vicuna-7b"}
 DEFAULT_COMPRESSOR_SIZES = (1, 2, 4, 8)
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def bench_config(preset: str) -> LlavaMiniConfig:
-    """A preset from `model.presets` or `BENCH_PRESETS`; the `<image>` id is kept inside the vocabulary."""
-    if preset in BENCH_PRESETS:
-        config = LlavaMiniConfig(**BENCH_PRESETS[preset])
-    elif preset in PRESETS:
-        config = preset_config(preset)
-    else:
-        raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS) + sorted(BENCH_PRESETS)}")
+    """A preset from `model.presets`; the `<image>` id is kept inside the vocabulary."""
+    config = preset_config(preset)
     vocab_size = int(config.text_config.vocab_size)
     if config.image_token_id >= vocab_size:  # the tokenizer's added <image> token grows the embedding table
         config.text_config.vocab_size = config.image_token_id + 1
@@ -423,7 +390,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--preset",
         default=None,
         help=f"backbone preset (default: {DEFAULT_PRESETS['cpu']} on CPU, {DEFAULT_PRESETS['cuda']} on CUDA); "
-        f"one of {sorted(PRESETS) + sorted(BENCH_PRESETS)}",
+        f"one of {sorted(PRESETS)}",
     )
     parser.add_argument(
         "--dtype", default=None, choices=sorted(DTYPES), help="default: float32 on CPU, float16 on CUDA"
