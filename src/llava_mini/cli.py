@@ -5,22 +5,37 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from llava_mini.analysis.attention import add_attention_arguments, run_attention
+from llava_mini.analysis.compression import add_compression_arguments, run_compression
+from llava_mini.analysis.flops import add_flops_arguments, run_flops
+from llava_mini.analysis.latency import add_bench_arguments, run_bench
 from llava_mini.data.synthetic import add_synth_arguments, run_synth
+from llava_mini.eval.runner import add_benchmark_commands
 from llava_mini.eval.synth import add_eval_synth_arguments, run_eval_synth
-from llava_mini.serve.app import add_serve_arguments
+from llava_mini.experiments.ablations import add_ablations_arguments, run_ablations_command
+from llava_mini.model.convert import add_convert_arguments, run_convert
+from llava_mini.serve.app import add_serve_arguments, run_serve
 from llava_mini.train.recipe import add_train_arguments, run_train
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", default=None, help="local directory or hub id (default: the shipped model)")
+    parser.add_argument(
+        "--model", default=None, help="local directory or hub id (default: the shipped model)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    parser.add_argument("--device-map", default=None, help='accelerate placement, e.g. "auto" (overrides --device)')
-    parser.add_argument("--quantization", default=None, choices=["8bit", "4bit"], help="bitsandbytes, CUDA only")
     parser.add_argument(
-        "--hd", action="store_true", help="high resolution: 2x2 crops + the global view (672 px for a 336 px tower)"
+        "--device-map", default=None, help='accelerate placement, e.g. "auto" (overrides --device)'
+    )
+    parser.add_argument(
+        "--quantization", default=None, choices=["8bit", "4bit"], help="bitsandbytes, CUDA only"
+    )
+    parser.add_argument(
+        "--hd",
+        action="store_true",
+        help="high resolution: 2x2 crops + the global view (672 px for a 336 px tower)",
     )
 
 
@@ -94,18 +109,32 @@ def run_chat(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_serve(args: argparse.Namespace) -> int:
-    from llava_mini.serve.app import run_serve as serve
-
-    return serve(args)
-
-
 def run_init(args: argparse.Namespace) -> int:
     from llava_mini.inference.random_model import write_random_model
 
     path = write_random_model(args.out, preset=args.preset, seed=args.seed)
     print(f"wrote a random {args.preset} model to {path}")
     return 0
+
+
+def add_init_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("out", help="output directory")
+    parser.add_argument("--preset", default="tiny")
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def add_command(
+    commands: argparse._SubParsersAction,
+    name: str,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    handler: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    """One subcommand: its options come from the module that does the work, and so does its handler."""
+    parser = commands.add_parser(name, help=help)
+    add_arguments(parser)
+    parser.set_defaults(handler=handler)
+    return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -118,88 +147,96 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("question", help="the question")
     ask.add_argument("--fps", type=float, default=None, help="video frames sampled per second")
     ask.add_argument("--max-frames", type=int, default=None, help="at most this many video frames")
-    ask.add_argument("--no-stream", action="store_true", help="print the answer at the end, not token by token")
+    ask.add_argument(
+        "--no-stream", action="store_true", help="print the answer at the end, not token by token"
+    )
     add_model_arguments(ask)
     add_generation_arguments(ask)
     ask.set_defaults(handler=run_ask)
 
-    chat = commands.add_parser("chat", help="multi-turn chat in the terminal (/image PATH, /video PATH, /reset)")
+    chat = commands.add_parser(
+        "chat", help="multi-turn chat in the terminal (/image PATH, /video PATH, /reset)"
+    )
     add_model_arguments(chat)
     add_generation_arguments(chat)
     chat.set_defaults(handler=run_chat)
 
-    serve = commands.add_parser("serve", help="OpenAI-compatible HTTP server with a web page")
-    add_serve_arguments(serve)
-    serve.set_defaults(handler=run_serve)
-
-    init = commands.add_parser("init", help="write a randomly initialised model (for smoke tests)")
-    init.add_argument("out", help="output directory")
-    init.add_argument("--preset", default="tiny")
-    init.add_argument("--seed", type=int, default=0)
-    init.set_defaults(handler=run_init)
+    add_command(
+        commands, "serve", "OpenAI-compatible HTTP server with a web page", add_serve_arguments, run_serve
+    )
+    add_command(
+        commands, "init", "write a randomly initialised model (for smoke tests)", add_init_arguments, run_init
+    )
+    add_command(
+        commands,
+        "convert",
+        "convert the official release checkpoint to this layout",
+        add_convert_arguments,
+        run_convert,
+    )
 
     data = commands.add_parser("data", help="data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
-    synth = data_commands.add_parser("synth", help="generate the synthetic visual world")
-    add_synth_arguments(synth)
-    synth.set_defaults(handler=run_synth)
+    add_command(data_commands, "synth", "generate the synthetic visual world", add_synth_arguments, run_synth)
 
     evaluation = commands.add_parser("eval", help="evaluate a model")
     eval_commands = evaluation.add_subparsers(dest="eval_task", required=True, metavar="TASK")
-    eval_synth = eval_commands.add_parser("synth", help="exact match on a held-out synthetic set")
-    add_eval_synth_arguments(eval_synth)
-    eval_synth.set_defaults(handler=run_eval_synth)
-    from llava_mini.eval.runner import add_benchmark_commands
-
+    add_command(
+        eval_commands,
+        "synth",
+        "exact match on a held-out synthetic set",
+        add_eval_synth_arguments,
+        run_eval_synth,
+    )
     add_benchmark_commands(eval_commands)  # the paper's benchmarks: llava-mini eval gqa --data DIR, ...
 
-    train = commands.add_parser("train", help="train with a recipe (stages 0-2)")
-    add_train_arguments(train)
-    train.set_defaults(handler=run_train)
-
-    from llava_mini.analysis.attention import add_attention_arguments, run_attention
-    from llava_mini.analysis.compression import add_compression_arguments, run_compression
-    from llava_mini.analysis.latency import add_bench_arguments, run_bench
-
-    bench = commands.add_parser("bench", help="latency, memory, KV cache: baseline vs LLaVA-Mini")
-    add_bench_arguments(bench)
-    bench.set_defaults(handler=run_bench)
-
-    from llava_mini.analysis.flops import add_flops_arguments, run_flops
-
-    flops = commands.add_parser("flops", help="FLOPs per component: baseline vs LLaVA-Mini (Table 14)")
-    add_flops_arguments(flops)
-    flops.set_defaults(handler=run_flops)
+    add_command(commands, "train", "train with a recipe (stages 0-2)", add_train_arguments, run_train)
+    add_command(
+        commands, "bench", "latency, memory, KV cache: baseline vs LLaVA-Mini", add_bench_arguments, run_bench
+    )
+    add_command(
+        commands,
+        "flops",
+        "FLOPs per component: baseline vs LLaVA-Mini (Table 14)",
+        add_flops_arguments,
+        run_flops,
+    )
 
     analyze = commands.add_parser("analyze", help="attention and compression analyses (sec. 3, app. F)")
     analyze_commands = analyze.add_subparsers(dest="analysis", required=True, metavar="ANALYSIS")
-    attention = analyze_commands.add_parser("attention", help="per-layer attention to vision (Figures 2-5)")
-    add_attention_arguments(attention)
-    attention.set_defaults(handler=run_attention)
-    compression = analyze_commands.add_parser("compression", help="the compressor's attention over an image")
-    add_compression_arguments(compression)
-    compression.set_defaults(handler=run_compression)
-
-    from llava_mini.experiments.ablations import add_ablations_arguments, run_ablations_command
+    add_command(
+        analyze_commands,
+        "attention",
+        "per-layer attention to vision (Figures 2-5)",
+        add_attention_arguments,
+        run_attention,
+    )
+    add_command(
+        analyze_commands,
+        "compression",
+        "the compressor's attention over an image",
+        add_compression_arguments,
+        run_compression,
+    )
 
     experiment = commands.add_parser("experiment", help="train and compare models (the paper's ablations)")
     experiment_commands = experiment.add_subparsers(dest="experiment", required=True, metavar="EXPERIMENT")
-    ablations = experiment_commands.add_parser("ablations", help="Tables 7, 8, 12 in miniature on the synthetic world")
-    add_ablations_arguments(ablations)
-    ablations.set_defaults(handler=run_ablations_command)
-
-    from llava_mini.model.convert import add_convert_arguments, run_convert
-
-    convert = commands.add_parser("convert", help="convert the official release checkpoint to this layout")
-    add_convert_arguments(convert)
-    convert.set_defaults(handler=run_convert)
+    add_command(
+        experiment_commands,
+        "ablations",
+        "Tables 7, 8, 12 in miniature on the synthetic world",
+        add_ablations_arguments,
+        run_ablations_command,
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         return int(args.handler(args) or 0)
     except (FileNotFoundError, ValueError) as error:
