@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 IMAGE ?= assets/shapes.png
-QUESTION ?= What colour is the star?
+QUESTION ?= How many objects are there?
 
 .PHONY: demo test lint install
 
