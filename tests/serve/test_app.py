@@ -124,6 +124,13 @@ def test_limits_are_named(server, client):
     big = data_url(Image.new("RGB", (1200, 1000)))
     with pytest.raises(openai.BadRequestError, match="limit of 1000000 pixels"):
         client.chat.completions.create(model=MODEL_ID, messages=image_message(big), max_tokens=3)
+    with pytest.raises(openai.BadRequestError, match="over the limit of 4096"):
+        client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "red " * 5000}], max_tokens=3)
+    with pytest.raises(openai.BadRequestError, match="over the limit of 4096"):
+        stream = client.chat.completions.create(
+            model=MODEL_ID, messages=[{"role": "user", "content": "red " * 5000}], max_tokens=3, stream=True
+        )
+        list(stream)
     three = [{"type": "image_url", "image_url": {"url": data_url(Image.new("RGB", (8, 8)))}}] * 3
     with pytest.raises(openai.BadRequestError, match="more than 2 media"):
         client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": three}], max_tokens=3)

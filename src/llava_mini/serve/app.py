@@ -76,6 +76,8 @@ class ServerState:
 
     def __post_init__(self) -> None:
         limits = self.limits
+        processor = self.assistant.processor  # prompts over the limit fail to encode: a 400 naming it
+        processor.max_length = min(processor.max_length or limits.max_prompt_tokens, limits.max_prompt_tokens)
         self.batcher = Batcher(self.assistant, limits.max_batch_size, limits.batch_window_s, limits.max_queue)
 
     def cached_medium(self, kind: str, url: str) -> Medium:
@@ -203,7 +205,12 @@ def create_app(state: ServerState) -> FastAPI:
             raise APIError(429, str(error), kind="rate_limit_error") from error
         try:
             messages, media = await run_in_threadpool(request_to_conversation, state, request)
+            if request.stream:  # a stream's HTTP status is sent before generation: check the prompt first
+                await run_in_threadpool(state.assistant.processor.encode, messages, media)
         except MediaError as error:
+            state.batcher.release()
+            raise APIError(400, str(error), param="messages") from error
+        except ValueError as error:
             state.batcher.release()
             raise APIError(400, str(error), param="messages") from error
         except BaseException:
