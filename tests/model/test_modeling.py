@@ -211,3 +211,28 @@ def test_prefusion_can_start_from_the_llm_layers():
     model.init_prefusion_from_language_model()
     source = model.language_model.get_decoder().layers[1].mlp.up_proj.weight
     torch.testing.assert_close(model.prefusion.layers[1].mlp.up_proj.weight, source)
+
+
+def test_vision_feature_cache_skips_the_tower_for_seen_views_and_changes_nothing():
+    from llava_mini.model.vision import VisionFeatureCache
+
+    torch.manual_seed(0)
+    model = LlavaMiniForConditionalGeneration(tiny_config()).eval()
+    k = model.config.num_vision_tokens()
+    ids = torch.tensor([[1, 5] + [300] * k + [7, 8]])
+    pictures = torch.randn(1, 1, 3, 32, 32)
+    with torch.inference_mode():
+        expected = model(input_ids=ids, pixel_values=pictures).logits
+        cache = VisionFeatureCache(max_entries=2)
+        model.vision_tower.feature_cache = cache
+        calls = []
+        handle = model.vision_tower.model.register_forward_hook(lambda *_: calls.append(1))
+        first = model(input_ids=ids, pixel_values=pictures).logits
+        second = model(input_ids=ids, pixel_values=pictures).logits
+        handle.remove()
+    torch.testing.assert_close(first, expected)
+    torch.testing.assert_close(second, expected)
+    assert len(calls) == 1 and (cache.hits, cache.misses) == (1, 1)
+    for _ in range(3):  # least recently used entries go first
+        cache.put(VisionFeatureCache.key(torch.randn(3, 4, 4)), torch.zeros(1))
+    assert len(cache.entries) == 2

@@ -72,13 +72,15 @@ def test_models_and_health(server, client):
     assert httpx.get(server[0] + "/health").json()["status"] == "ok"
 
 
-def test_plain_text_and_image_by_data_url(client):
+def test_plain_text_and_image_by_data_url(server, client):
     reply = client.chat.completions.create(model=MODEL_ID, messages=[{"role": "user", "content": "hello"}], max_tokens=4)
     assert reply.choices[0].finish_reason in ("stop", "length") and reply.usage.completion_tokens <= 4
     image = data_url(Image.new("RGB", (50, 30), "blue"))
     first = client.chat.completions.create(model=MODEL_ID, messages=image_message(image), max_tokens=5, temperature=0)
+    hits = httpx.get(server[0] + "/health").json()["vision_cache"]["hits"]
     again = client.chat.completions.create(model=MODEL_ID, messages=image_message(image), max_tokens=5, temperature=0)
     assert first.choices[0].message.content == again.choices[0].message.content
+    assert httpx.get(server[0] + "/health").json()["vision_cache"]["hits"] == hits + 1  # the tower was skipped
     assert first.usage.prompt_tokens > 10
 
 

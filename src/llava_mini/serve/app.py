@@ -22,6 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
 from llava_mini.inference.generate import GenerationSettings, LlavaMini
+from llava_mini.model.vision import VisionFeatureCache
 from llava_mini.processing.processor import Medium
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
 from llava_mini.serve.batching import Batcher, QueueFull
@@ -76,6 +77,7 @@ class ServerState:
 
     def __post_init__(self) -> None:
         limits = self.limits
+        self.assistant.model.vision_tower.feature_cache = VisionFeatureCache(limits.media_cache_entries)
         processor = self.assistant.processor  # prompts over the limit fail to encode: a 400 naming it
         processor.max_length = min(processor.max_length or limits.max_prompt_tokens, limits.max_prompt_tokens)
         self.batcher = Batcher(self.assistant, limits.max_batch_size, limits.batch_window_s, limits.max_queue)
@@ -184,7 +186,9 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.get("/health")
     async def health() -> dict:
-        return {"status": "ok", "model": state.model_id, **state.batcher.stats()}
+        cache = state.assistant.model.vision_tower.feature_cache
+        vision_cache = {"hits": cache.hits, "misses": cache.misses} if cache else None
+        return {"status": "ok", "model": state.model_id, **state.batcher.stats(), "vision_cache": vision_cache}
 
     @app.get("/v1/models", response_model=ModelList)
     async def models() -> ModelList:
