@@ -12,6 +12,11 @@ CompressorType = Literal["query", "pool", "none"]
 Arrangement = Literal["release", "paper", "inside_llm"]
 
 
+def views_per_picture(resolution_ratio: int) -> int:
+    """S views per picture: 1, or ratio*ratio HD crops plus the global view (sec. 4.2)."""
+    return 1 if resolution_ratio <= 1 else resolution_ratio**2 + 1
+
+
 class LlavaMiniConfig(PreTrainedConfig):
     r"""Configuration of a LLaVA-Mini model.
 
@@ -152,7 +157,7 @@ class LlavaMiniConfig(PreTrainedConfig):
     @property
     def views_per_picture(self) -> int:
         """Views the image processor produces per picture: 1, or ratio*ratio crops plus the global view."""
-        return 1 if self.resolution_ratio == 1 else self.resolution_ratio**2 + 1
+        return views_per_picture(self.resolution_ratio)
 
     def num_vision_tokens(self, views: int | None = None) -> int:
         """Placeholder slots per picture (image or video frame): the vision tokens the LLM sees (with

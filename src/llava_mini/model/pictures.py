@@ -46,7 +46,7 @@ class PictureStream:
 
     @property
     def num_pictures(self) -> int:
-        return sum(_count(part) for part in self.parts)
+        return sum(picture_count(part) for part in self.parts)
 
     @property
     def num_views(self) -> int:
@@ -84,7 +84,8 @@ def concat_pictures(parts: Sequence[torch.Tensor | PictureSource]) -> torch.Tens
     return PictureStream(parts)
 
 
-def _count(part: torch.Tensor | PictureSource) -> int:
+def picture_count(part: torch.Tensor | PictureSource) -> int:
+    """P of a (P, S, 3, H, W) tensor or a picture source."""
     return part.shape[0] if isinstance(part, torch.Tensor) else part.num_pictures
 
 

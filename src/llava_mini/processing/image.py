@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
+from llava_mini.model.configuration import views_per_picture
+
 logger = logging.getLogger(__name__)
 
 IMAGE_PROCESSOR_CONFIG_NAME = "preprocessor_config.json"
@@ -89,7 +91,7 @@ class LlavaMiniImageProcessor:
     @property
     def views_per_picture(self) -> int:
         """S: 1, or ratio*ratio crops plus the global view."""
-        return 1 if self.resolution_ratio <= 1 else self.resolution_ratio**2 + 1
+        return views_per_picture(self.resolution_ratio)
 
     def views(self, image: Image.Image) -> list[Image.Image]:
         """The crops (unpadded source, row-major) then the whole image, as the release orders them."""

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
 from llava_mini.model.configuration import LlavaMiniConfig
-from llava_mini.model.pictures import PictureStream, concat_pictures
+from llava_mini.model.pictures import PictureStream, concat_pictures, picture_count
 from llava_mini.processing.image import LlavaMiniImageProcessor
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
 from llava_mini.processing.video import VideoFile
@@ -69,10 +69,6 @@ class EncodedSample:
 
 def is_video(medium: Medium) -> bool:
     return isinstance(medium, (Video, VideoFile))
-
-
-def picture_count(pixel_values: torch.Tensor | VideoFilePixels) -> int:
-    return pixel_values.shape[0] if isinstance(pixel_values, torch.Tensor) else pixel_values.num_pictures
 
 
 def message_text(content: str | Sequence[dict]) -> str:

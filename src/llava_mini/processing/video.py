@@ -97,6 +97,11 @@ def iter_video_frames(
     """Sampled RGB frames in time order, `chunk_size` at a time: memory does not grow with the video."""
     info = probe_video(path)
     wanted = sample_frame_indices(info.total_frames, info.average_fps, fps, max_frames)
+    yield from iter_frames_at(info, wanted, chunk_size)
+
+
+def iter_frames_at(info: VideoInfo, wanted: Sequence[int], chunk_size: int = 32) -> Iterator[list[Image.Image]]:
+    """The frames at sorted indices `wanted` of a probed video, `chunk_size` at a time (one decoding pass)."""
     copies = Counter(wanted)  # short clips can sample one frame twice
     chunk: list[Image.Image] = []
     emitted, last = 0, None
@@ -145,7 +150,7 @@ class VideoFile:
         return len(self.frame_indices)
 
     def iter_frames(self, chunk_size: int = 32) -> Iterator[list[Image.Image]]:
-        return iter_video_frames(self.path, self.fps, self.max_frames, chunk_size)
+        return iter_frames_at(self.info, self.frame_indices, chunk_size)  # probed once, at attach
 
 
 def read_video_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> list[Image.Image]:
