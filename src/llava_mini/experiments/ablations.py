@@ -719,6 +719,7 @@ def add_ablations_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="held-out questions (default: the budget's)")
     parser.add_argument("--arms", default=None, help="comma-separated arm names (default: all; see --list)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the budget's)")
     parser.add_argument("--list", action="store_true", help="print the arms and the budget, run nothing")
 
 
@@ -728,6 +729,10 @@ def run_ablations_command(args: argparse.Namespace) -> int:
         if args.limit < 1:
             raise ValueError(f"--limit must be >= 1, got {args.limit}")
         budget = replace(budget, eval_limit=args.limit)
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        budget = replace(budget, threads=args.threads)
     seeds = args.seeds if args.seeds is not None else budget.seeds
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
