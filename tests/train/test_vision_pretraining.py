@@ -13,7 +13,7 @@ from llava_mini.data.synthetic import CELL, NUM_CELL_CLASSES, WORDS, Thing, gene
 from llava_mini.model.vision import VisionTower
 from llava_mini.processing.image import LlavaMiniImageProcessor
 from llava_mini.train.recipe import run_recipe
-from llava_mini.train.vision_pretraining import VisionPretrainingArgs, pretrain_vision_tower
+from llava_mini.train.vision_pretraining import SceneHead, VisionPretrainingArgs, pretrain_vision_tower
 from tests.conftest import tiny_vision_config
 from tests.train.test_recipe import stage, write_recipe
 
@@ -34,6 +34,22 @@ def test_scene_labels_name_the_cell_shape_colour_and_word():
     assert labels["cells"][1:8] == [0] * 7 and labels["word"] == 0
     assert scene_labels([], "dog")["word"] == 1 + WORDS.index("dog")
     assert max(labels["cells"]) < NUM_CELL_CLASSES
+
+
+def test_scene_head_targets_factor_each_patch_into_shape_colour_and_place():
+    head = SceneHead(dim=16, grid_side=6)  # 6 x 6 patches: each 3 x 3 cell covers 2 x 2 of them
+    red_circle_top_left = 1 + 0 * 8 + 0
+    green_star_bottom_right = 1 + 3 * 8 + 1
+    cells = torch.tensor([[red_circle_top_left, 0, 0, 0, 0, 0, 0, 0, green_star_bottom_right]])
+    targets = {name: value.view(6, 6) for name, value in head.targets(cells, torch.tensor([0])).items()}
+    assert (targets["shape"][:2, :2] == 1).all() and (targets["colour"][:2, :2] == 1).all()
+    assert (targets["shape"][4:, 4:] == 4).all() and (targets["colour"][4:, 4:] == 2).all()
+    assert targets["shape"][2:4].eq(0).all() and targets["colour"][:, 2:4].eq(0).all()
+    assert targets["row"][:, 0].tolist() == list(range(6)) and targets["column"][0].tolist() == list(range(6))
+    logits = head(torch.zeros(1, 36, 16))
+    assert {name: tensor.shape[-1] for name, tensor in logits.items()} == {
+        "cell": NUM_CELL_CLASSES, "shape": 6, "colour": 9, "word": len(WORDS) + 1, "row": 6, "column": 6,
+    }
 
 
 def test_every_synthetic_image_has_a_label_line(world):

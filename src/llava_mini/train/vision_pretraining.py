@@ -2,10 +2,12 @@
 
 The real model starts from CLIP ViT-L, pre-trained on 400M image-text pairs. Nothing pretrained can be
 downloaded offline, and a tower trained from scratch only through the LLM's loss learns shapes far too
-slowly on a CPU budget, so the tiny recipe first teaches its tower to see: a linear head on every patch
-token names what the 3 x 3 cell under that patch holds (empty, or shape x colour) and which word is written
-in the image. Each patch token then carries its own cell's content, which the LLM, the compressor and the
-pre-fusion layers can read directly, as they read CLIP's patch tokens. Only the tower's weights are kept.
+slowly on a CPU budget, so the tiny recipe first teaches its tower to see: linear heads on every patch
+token name what the 3 x 3 cell under that patch holds (empty, or shape x colour; and, separately, its shape
+and its colour), which word is written in the image, and where the patch itself lies (its row and column).
+Each patch token then carries its own cell's content and its place, as CLIP's patch tokens do, so the LLM,
+the compressor and the pre-fusion layers can find an object by its shape or by its colour and tell where
+it is. Only the tower's weights are kept.
 
 scenes.jsonl lines: {"image": relative path, "cells": [9 ints], "word": int} (`llava-mini data synth`).
 """
@@ -25,7 +27,7 @@ from torch import nn
 from tqdm import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
-from llava_mini.data.synthetic import NUM_CELL_CLASSES, NUM_WORD_CLASSES
+from llava_mini.data.synthetic import COLOURS, NUM_CELL_CLASSES, NUM_WORD_CLASSES, SHAPES
 from llava_mini.model.vision import VisionTower
 from llava_mini.processing.image import LlavaMiniImageProcessor, load_image
 
@@ -76,8 +78,9 @@ class SceneLabels(torch.utils.data.Dataset):
 class SceneHead(nn.Module):
     """Per-patch classifiers over the tower's tokens (B, N, D), N = g*g patches.
 
-    forward -> cell logits (B, N, NUM_CELL_CLASSES) for the cell under each patch, word logits
-    (B, N, NUM_WORD_CLASSES); `patch_cells` (N,) maps each patch to the 3 x 3 cell holding its centre.
+    forward -> dict of logits (B, N, classes): "cell" (empty or shape x colour of the cell under the patch),
+    "shape" and "colour" of that cell (0 = empty), "word" written in the image, and the patch's own "row"
+    and "column" in the g x g grid. `patch_cells` (N,) maps each patch to the 3 x 3 cell holding its centre.
     """
 
     def __init__(self, dim: int, grid_side: int) -> None:
@@ -85,28 +88,48 @@ class SceneHead(nn.Module):
         centres = (torch.arange(grid_side) + 0.5) / grid_side  # patch centres as a fraction of the side
         cell_of = (centres * 3).long()  # row or column of the 3 x 3 cell
         self.register_buffer("patch_cells", (cell_of.view(-1, 1) * 3 + cell_of.view(1, -1)).flatten())
+        self.register_buffer("patch_rows", torch.arange(grid_side).repeat_interleave(grid_side))
+        self.register_buffer("patch_columns", torch.arange(grid_side).repeat(grid_side))
         self.norm = nn.LayerNorm(dim)
-        self.cell_classifier = nn.Linear(dim, NUM_CELL_CLASSES)
-        self.word_classifier = nn.Linear(dim, NUM_WORD_CLASSES)
+        self.classifiers = nn.ModuleDict(
+            {
+                "cell": nn.Linear(dim, NUM_CELL_CLASSES),
+                "shape": nn.Linear(dim, 1 + len(SHAPES)),
+                "colour": nn.Linear(dim, 1 + len(COLOURS)),
+                "word": nn.Linear(dim, NUM_WORD_CLASSES),
+                "row": nn.Linear(dim, grid_side),
+                "column": nn.Linear(dim, grid_side),
+            }
+        )
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor) -> dict[str, torch.Tensor]:
         normed = self.norm(features)
-        return self.cell_classifier(normed), self.word_classifier(normed)
+        return {name: classifier(normed) for name, classifier in self.classifiers.items()}
+
+    def targets(self, cells: torch.Tensor, words: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 9) cell classes and (B,) words -> (B, N) targets for every head."""
+        cell = cells[:, self.patch_cells]  # (B, N)
+        occupied = cell > 0
+        return {
+            "cell": cell,
+            "shape": torch.where(occupied, 1 + (cell - 1) // len(COLOURS), 0),
+            "colour": torch.where(occupied, 1 + (cell - 1) % len(COLOURS), 0),
+            "word": words.unsqueeze(1).expand_as(cell),
+            "row": self.patch_rows.expand_as(cell),
+            "column": self.patch_columns.expand_as(cell),
+        }
 
     def loss(self, features: torch.Tensor, cells: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-entropy over every patch; also (B,) whether every patch of an image was read right."""
+        """Summed cross-entropy of every head over every patch; also (B,) whether every patch of an image
+        was read right (cell and word)."""
         if features.shape[1] != self.patch_cells.shape[0]:
             raise ValueError(
                 f"vision pre-training needs patch tokens only ({self.patch_cells.shape[0]}), got {features.shape[1]}; "
                 "use vision_feature_select='patch'"
             )
-        cell_logits, word_logits = self(features)
-        cell_targets = cells[:, self.patch_cells]  # (B, N)
-        word_targets = words.unsqueeze(1).expand_as(cell_targets)
-        loss = F.cross_entropy(cell_logits.flatten(0, 1), cell_targets.flatten()) + F.cross_entropy(
-            word_logits.flatten(0, 1), word_targets.flatten()
-        )
-        right = (cell_logits.argmax(-1) == cell_targets) & (word_logits.argmax(-1) == word_targets)
+        logits, targets = self(features), self.targets(cells, words)
+        loss = sum(F.cross_entropy(logits[name].flatten(0, 1), targets[name].flatten()) for name in logits)
+        right = (logits["cell"].argmax(-1) == targets["cell"]) & (logits["word"].argmax(-1) == targets["word"])
         return loss, right.all(-1)
 
 
