@@ -174,6 +174,15 @@ def test_smoke_run_of_every_arm_writes_the_result_files(settings, report):
     assert baseline["cost"]["image"]["prefill_ratio_vs_baseline"] == pytest.approx(1.0)
 
 
+def test_flops_tool_counts_each_modelled_arm_and_skips_the_others(report):
+    tool = {summary["arm"]: summary["flops_tool_gflops"] for summary in report["arms"]}
+    assert tool["text-only"] is None and tool["inside-llm-c1-m2"] is None
+    assert tool["mini-c1-n1"]["image"] < tool["mini-c1-n2"]["image"] < tool["mini-c1-n4"]["image"]
+    assert tool["query-c1-n0"]["image"] < tool[BASELINE_ARM]["image"]  # 1 LLM vision token instead of all
+    assert tool["mini-c1-n2"]["video"] > tool["mini-c1-n2"]["image"]
+    assert tool["mini-c1-n2"] == tool["mini-c1-n2-llm-init"]  # the initialisation costs nothing at inference
+
+
 @pytest.mark.parametrize("arm", [arm.name for arm in ARMS])
 def test_each_arm_builds_the_intended_model(settings, report, stage1, arm):
     tokens, modules = EXPECTED[arm]

@@ -40,6 +40,7 @@ import torch
 from llava_mini.analysis.plotting import new_figure, save_figure
 from llava_mini.data.records import ConversationRecord
 from llava_mini.eval.synth import Question, evaluate, load_questions, markdown_table, score
+from llava_mini.model.configuration import LlavaMiniConfig
 from llava_mini.train.args import RecipeArgs, StageArgs
 from llava_mini.train.recipe import TrainRecipe
 
@@ -417,6 +418,22 @@ def measure_cost(assistant, questions: Sequence[Question], with_media: bool, rep
     return cost
 
 
+def flops_tool_gflops(init_config, arm: Arm) -> dict[str, float] | None:
+    """The flops tool's count (`llava-mini flops`: weight products only, L = 43 text tokens) for one image and
+    for a video of `video_max_frames` frames, in GFLOPs; None for arms it does not model (text-only, inside-LLM)."""
+    from llava_mini.analysis.flops import count_flops, derive_config
+
+    if arm.text_only or arm.fields["arrangement"] == "inside_llm":
+        return None
+    config = derive_config(init_config, **arm.fields)
+    frames = config.video_max_frames or 8
+    return {
+        "image": count_flops(config, frames=1).total / 1e9,
+        "video": count_flops(config, frames=frames).total / 1e9,
+        "video_frames": frames,
+    }
+
+
 # One arm x seed ---------------------------------------------------------------------------------------
 def run_arm(arm: Arm, seed: int, settings: AblationSettings) -> dict:
     """Train, evaluate and measure one arm x seed; reuse its result.json when it exists (resume)."""
@@ -544,8 +561,9 @@ def results_markdown(summaries: Sequence[dict], budget: Budget, questions: int) 
         f"# Ablations (budget `{budget.name}`: {training} x batch {budget.batch_size} per arm, {questions} "
         "held-out questions; accuracy in % as mean ± std over seeds)",
         "",
-        "| arm | paper | LLM vision tokens / picture | N | C*C | trainable params | image GFLOPs | video GFLOPs "
-        "| prefill vs baseline (image) | prefill vs baseline (video) | image acc | video acc | all acc | seeds |",
+        "| arm | paper | LLM vision tokens / picture | N | C*C | trainable params | GFLOPs image / video "
+        "(flops tool) | GFLOPs image / video (measured) | prefill vs baseline (image) | prefill vs baseline (video) "
+        "| image acc | video acc | all acc | seeds |",
         "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for summary in summaries:
@@ -562,8 +580,11 @@ def results_markdown(summaries: Sequence[dict], budget: Budget, questions: int) 
     lines += [
         "",
         "N is the number of pre-fusion layers (for `inside-llm`, the LLM layers that see every vision token). "
-        "FLOPs: one prefill forward of the first image / video question (torch FlopCounterMode, 2 per "
-        "multiply-add). Prefill vs baseline: median forward time over the baseline arm's, same question.",
+        "GFLOPs (flops tool): `llava-mini flops`'s count for the arm's configuration (2 per multiply-add, weight "
+        "products only, 43 text tokens; one image, or a video of the recipe's frame limit), '-' for arms it does "
+        "not model (text-only, inside-LLM). GFLOPs (measured): one prefill forward of the first image / video "
+        "question of the held-out set, everything torch's FlopCounterMode counts, attention included. "
+        "Prefill vs baseline: median forward time over the baseline arm's, same question.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -577,11 +598,12 @@ def main_row(summary: dict) -> str:
     )
     layers = summary["fields"].get("inside_llm_layers") or summary["prefusion_layers"]
     compressed = summary["compressed_tokens"] if summary["compressed_tokens"] is not None else "-"
-    image_flops = f"{image['flops'] / 1e9:.3f}" if image else "-"
-    video_flops = f"{video['flops'] / 1e9:.3f}" if video else "-"
+    measured = " / ".join(f"{cost['flops'] / 1e9:.3f}" if cost else "-" for cost in (image, video))
+    tool = summary.get("flops_tool_gflops")
+    counted = f"{tool['image']:.3f} / {tool['video']:.3f}" if tool else "-"
     return (
         f"| {summary['arm']} | {summary['paper']} | {summary['llm_vision_tokens_per_picture']} | {layers} "
-        f"| {compressed} | {summary['trainable_parameters'] / 1e6:.2f}M | {image_flops} | {video_flops} "
+        f"| {compressed} | {summary['trainable_parameters'] / 1e6:.2f}M | {counted} | {measured} "
         f"| {format_ratio(image.get('prefill_ratio_vs_baseline'))} "
         f"| {format_ratio(video.get('prefill_ratio_vs_baseline'))} "
         f"| {format_spread(accuracy.get('image'))} | {format_spread(accuracy.get('video'))} "
@@ -684,6 +706,10 @@ def run_ablations(settings: AblationSettings) -> dict:
             flush=True,
         )
     summaries = aggregate(results)
+    init_config = LlavaMiniConfig.from_pretrained(settings.init)
+    arms = {arm.name: arm for arm in settings.arms}
+    for summary in summaries:
+        summary["flops_tool_gflops"] = flops_tool_gflops(init_config, arms[summary["arm"]])
     questions = results[0]["eval"]["questions"] if results else 0
     report = {
         "budget": asdict(settings.budget),
