@@ -358,6 +358,10 @@ def test_cli_lists_arms_and_names_bad_inputs(tmp_path, capsys):
     assert "train the stage-1 checkpoint first" in capsys.readouterr().err
     assert main(["experiment", "ablations", "--seeds", "0"]) == 2
     assert "--seeds must be >= 1" in capsys.readouterr().err
+    assert main(["experiment", "ablations", "--first-seed", "-1"]) == 2
+    assert "--first-seed must be >= 0" in capsys.readouterr().err
+    assert main(["experiment", "ablations", "--list", "--seeds", "2", "--first-seed", "3"]) == 0
+    assert "seeds 3..4" in capsys.readouterr().out
 
 
 def test_inside_llm_cache_matches_a_full_forward_on_a_left_padded_mixed_batch():

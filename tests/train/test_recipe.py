@@ -166,3 +166,21 @@ def test_building_from_pretrained_vision_tower_and_llm(tmp_path, world):
                                                   tower.state_dict().values(), strict=True)]
     assert all(torch_equal)  # the frozen tower is the pretrained one
     assert model.config.image_token_id == tokenizer.convert_tokens_to_ids("<image>")
+
+
+def test_stage_repeat_multiplies_records_of_a_media_kind(tmp_path: Path, world: Path) -> None:
+    path = write_recipe(tmp_path, world, [stage("instruct", "instruct", repeat={"video": 3})])
+    recipe = TrainRecipe(load_recipe(path))
+    plain = TrainRecipe(load_recipe(write_recipe(tmp_path / "plain", world, [stage("instruct", "instruct")])))
+    repeated, original = recipe.read_records(recipe.args.stages[0]), plain.read_records(plain.args.stages[0])
+    kinds = [record.media_kind for record in original]
+    assert kinds.count("video") == 4
+    assert [record.media_kind for record in repeated].count("video") == 3 * kinds.count("video")
+    assert [record.media_kind for record in repeated].count("image") == kinds.count("image")
+
+
+@pytest.mark.parametrize("repeat, message", [({"audio": 2}, "unknown media kind"), ({"video": 0}, ">= 1")])
+def test_stage_repeat_rejects_bad_entries(tmp_path: Path, world: Path, repeat: dict, message: str) -> None:
+    recipe = TrainRecipe(load_recipe(write_recipe(tmp_path, world, [stage("instruct", "instruct", repeat=repeat)])))
+    with pytest.raises(ValueError, match=message):
+        recipe.read_records(recipe.args.stages[0])

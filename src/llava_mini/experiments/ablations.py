@@ -95,13 +95,13 @@ ARMS: tuple[Arm, ...] = (
         paper="Table 8",
     ),
     Arm("mini-c1-n1", "LLaVA-Mini, C*C=1, N=1 pre-fusion layer", {"prefusion_layers": 1}, paper="Table 7"),
-    Arm("mini-c1-n2", "LLaVA-Mini as shipped: C*C=1, N=2, random pre-fusion init", {}, paper="Table 7"),
+    Arm("mini-c1-n2", "LLaVA-Mini, C*C=1, N=2, random pre-fusion init (as released)", {}, paper="Table 7"),
     Arm("mini-c1-n4", "LLaVA-Mini, C*C=1, N=4", {"prefusion_layers": 4}, paper="Table 7"),
     Arm("mini-c4-n2", "LLaVA-Mini, C*C=4, N=2", {"compressor_size": 2}, paper="Table 7, lower part"),
     Arm("mini-c16-n2", "LLaVA-Mini, C*C=16, N=2", {"compressor_size": 4}, paper="Table 7, lower part"),
     Arm(
         "mini-c1-n2-llm-init",
-        "LLaVA-Mini, C*C=1, N=2, pre-fusion copied from the LLM's first 2 layers",
+        "LLaVA-Mini as shipped: C*C=1, N=2, pre-fusion copied from the LLM's first 2 layers",
         {"prefusion_init": "llm"},
         paper="sec. 4.1",
     ),
@@ -170,6 +170,7 @@ class Budget:
     timing_repeats: int
     seeds: int
     threads: int | None
+    video_repeat: int = 2  # videos seen this many times per epoch, as in the tiny recipe's stage 2
 
 
 BUDGETS: dict[str, Budget] = {
@@ -296,6 +297,7 @@ def arm_recipe(
         save_every=budget.save_every,
         keep_checkpoints=1,
         model=arm.fields,
+        repeat={"video": budget.video_repeat},
     )
     args = RecipeArgs(
         output_dir=str(run_dir / "train"),
@@ -734,6 +736,13 @@ def add_ablations_arguments(parser: argparse.ArgumentParser) -> None:
         help="small: 12 arms x 2 seeds in under 2 h on 2 CPU cores; full: 2 epochs per arm, for a GPU",
     )
     parser.add_argument("--seeds", type=int, default=None, help="seeds per arm (default: the budget's)")
+    parser.add_argument(
+        "--first-seed",
+        type=int,
+        default=0,
+        help="run seeds first..first+K-1; processes given different seeds can share --out, and a last run "
+        "over all seeds reuses their results and writes the tables",
+    )
     parser.add_argument("--out", default="runs/ablations", help="output folder (reruns skip finished arms)")
     parser.add_argument(
         "--init", default="runs/tiny/stage1-align/final", help="stage-1 checkpoint every arm starts from"
@@ -762,13 +771,15 @@ def run_ablations_command(args: argparse.Namespace) -> int:
     seeds = args.seeds if args.seeds is not None else budget.seeds
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1, got {seeds}")
+    if args.first_seed < 0:
+        raise ValueError(f"--first-seed must be >= 0, got {args.first_seed}")
     arms = arms_by_name(
         [name.strip() for name in args.arms.split(",") if name.strip()] if args.arms else None
     )
     if args.list:
         for arm in arms:
             print(f"{arm.name:22} {arm.paper:22} {arm.description}")
-        print(f"budget {budget.name}: {json.dumps(asdict(budget))}; seeds 0..{seeds - 1}")
+        print(f"budget {budget.name}: {json.dumps(asdict(budget))}; seeds {args.first_seed}..{args.first_seed + seeds - 1}")
         return 0
     settings = AblationSettings(
         out=Path(args.out),
@@ -776,7 +787,7 @@ def run_ablations_command(args: argparse.Namespace) -> int:
         data=Path(args.data),
         train_data=Path(args.train_data),
         budget=budget,
-        seeds=tuple(range(seeds)),
+        seeds=tuple(range(args.first_seed, args.first_seed + seeds)),
         arms=arms,
         device=args.device,
     )

@@ -40,6 +40,9 @@ class StageArgs:
     model: dict[str, Any] = field(default_factory=dict)
     # Modules kept frozen on top of the mode's choice, e.g. [vision_tower] after vision pre-training.
     frozen: list[str] = field(default_factory=list)
+    # Data mix: records of a media kind ("image", "video", "text") repeated this many times per epoch,
+    # e.g. {video: 2} when videos are few (the synthetic world has 1 video per 5 images).
+    repeat: dict[str, int] = field(default_factory=dict)
     # Tiny recipe only: first teach a from-scratch vision tower to see (train/vision_pretraining.py).
     vision_pretraining: dict[str, Any] | None = None
 
