@@ -181,6 +181,6 @@ def test_stage_repeat_multiplies_records_of_a_media_kind(tmp_path: Path, world: 
 
 @pytest.mark.parametrize("repeat, message", [({"audio": 2}, "unknown media kind"), ({"video": 0}, ">= 1")])
 def test_stage_repeat_rejects_bad_entries(tmp_path: Path, world: Path, repeat: dict, message: str) -> None:
-    recipe = TrainRecipe(load_recipe(write_recipe(tmp_path, world, [stage("instruct", "instruct", repeat=repeat)])))
-    with pytest.raises(ValueError, match=message):
-        recipe.read_records(recipe.args.stages[0])
+    path = write_recipe(tmp_path, world, [stage("instruct", "instruct", repeat=repeat)])
+    with pytest.raises(ValueError, match=message):  # when the recipe is read, before any stage trains
+        load_recipe(path)

@@ -10,6 +10,11 @@ from typing import Any, Literal
 
 import yaml
 
+from llava_mini.data.records import MARKERS
+
+# What `StageArgs.repeat` can name: a medium of the LLaVA record format, or "text" (records without media).
+REPEATABLE_KINDS = (*MARKERS, "text")
+
 StageMode = Literal["components", "align", "instruct"]
 
 
@@ -45,6 +50,16 @@ class StageArgs:
     repeat: dict[str, int] = field(default_factory=dict)
     # Tiny recipe only: first teach a from-scratch vision tower to see (train/vision_pretraining.py).
     vision_pretraining: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.repeat) - set(REPEATABLE_KINDS))
+        if unknown:
+            raise ValueError(
+                f"stage {self.name}: repeat names unknown media kind(s) {unknown}; expected {list(REPEATABLE_KINDS)}"
+            )
+        bad = {kind: times for kind, times in self.repeat.items() if not isinstance(times, int) or times < 1}
+        if bad:
+            raise ValueError(f"stage {self.name}: repeat counts must be whole numbers >= 1, got {bad}")
 
 
 @dataclass

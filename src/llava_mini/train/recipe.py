@@ -62,17 +62,9 @@ def load_weights(directory: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
-MEDIA_KINDS = ("image", "video", "text")
-
-
-def repeat_by_media_kind(records: list[ConversationRecord], repeat: dict[str, int], stage_name: str) -> list[ConversationRecord]:
-    """Each record `repeat[kind]` times (kind "image", "video" or "text" for records without media)."""
-    unknown = sorted(set(repeat) - set(MEDIA_KINDS))
-    if unknown:
-        raise ValueError(f"stage {stage_name}: repeat names unknown media kind(s) {unknown}; expected {list(MEDIA_KINDS)}")
-    bad = {kind: times for kind, times in repeat.items() if not isinstance(times, int) or times < 1}
-    if bad:
-        raise ValueError(f"stage {stage_name}: repeat counts must be whole numbers >= 1, got {bad}")
+def repeat_by_media_kind(records: list[ConversationRecord], repeat: dict[str, int]) -> list[ConversationRecord]:
+    """Each record `repeat[kind]` times (kind "image", "video", or "text" for records without media);
+    `StageArgs` has checked the kinds and counts."""
     return [record for record in records for _ in range(repeat.get(record.media_kind or "text", 1))]
 
 
@@ -96,7 +88,7 @@ class TrainRecipe:
             records.extend(load_records(self.data_root / name, media_root))
         if not records:
             raise ValueError(f"stage {stage.name}: no training records in {stage.data}")
-        return repeat_by_media_kind(records, stage.repeat, stage.name)
+        return repeat_by_media_kind(records, stage.repeat)
 
     def model_fields(self, stage: StageArgs) -> dict:
         """LLaVA-Mini fields of a stage: the class defaults, the recipe's model, the stage mode's forced
