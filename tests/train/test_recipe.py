@@ -91,7 +91,7 @@ def test_two_stages_chain_and_new_modules_start_fresh(tmp_path, world):
 
 
 def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(tmp_path, world):
-    stages = [stage("s", "components", max_steps=4, save_every=2)]
+    stages = [stage("s", "components", max_steps=4, save_every=2, group_by_length=True)]
     full = run_recipe(str(write_recipe(tmp_path / "full", world, stages)))
     path = write_recipe(tmp_path / "cut", world, stages)
     interrupted = TrainRecipe(load_recipe(path))
@@ -133,8 +133,9 @@ def test_unknown_recipe_keys_are_named(tmp_path, world):
 
 
 def test_two_process_ddp_matches_one_process(tmp_path, world):
-    single = run_recipe(str(write_recipe(tmp_path / "one", world, [stage("s", "components", batch_size=4)])))
-    path = write_recipe(tmp_path / "ddp", world, [stage("s", "components", batch_size=2)])
+    grouped = {"group_by_length": True}  # the same global batches for any split
+    single = run_recipe(str(write_recipe(tmp_path / "one", world, [stage("s", "components", batch_size=4, **grouped)])))
+    path = write_recipe(tmp_path / "ddp", world, [stage("s", "components", batch_size=2, **grouped)])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT / "src"))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
                "-m", "llava_mini.cli", "train", str(path)]

@@ -171,6 +171,7 @@ class Budget:
     seeds: int
     threads: int | None
     video_repeat: int = 2  # videos seen this many times per epoch, as in the tiny recipe's stage 2
+    group_by_length: bool = True  # batches of one modality, as in the tiny recipe (train/sampling.py)
 
 
 BUDGETS: dict[str, Budget] = {
@@ -298,6 +299,7 @@ def arm_recipe(
         keep_checkpoints=1,
         model=arm.fields,
         repeat={"video": budget.video_repeat},
+        group_by_length=budget.group_by_length,
     )
     args = RecipeArgs(
         output_dir=str(run_dir / "train"),

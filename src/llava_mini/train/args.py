@@ -48,6 +48,8 @@ class StageArgs:
     # Data mix: records of a media kind ("image", "video", "text") repeated this many times per epoch,
     # e.g. {video: 2} when videos are few (the synthetic world has 1 video per 5 images).
     repeat: dict[str, int] = field(default_factory=dict)
+    # Batches of one modality and similar length (train/sampling.py): less padding, same samples per epoch.
+    group_by_length: bool = False
     # Tiny recipe only: first teach a from-scratch vision tower to see (train/vision_pretraining.py).
     vision_pretraining: dict[str, Any] | None = None
 

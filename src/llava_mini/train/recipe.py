@@ -40,6 +40,7 @@ from llava_mini.train.checkpoint import (
     save_training_state,
 )
 from llava_mini.train.freezing import parameter_groups, set_trainable
+from llava_mini.train.sampling import epoch_order, group_by_length, length_key
 from llava_mini.train.vision_pretraining import VisionPretrainingArgs, pretrain_vision_tower
 
 logger = logging.getLogger(__name__)
@@ -196,16 +197,6 @@ class TrainRecipe:
             for micro in range(stage.grad_accum)
         ]
 
-    def sample_order(self, num_samples: int, total_samples: int) -> list[int]:
-        """Epoch permutations seeded by (seed, epoch), concatenated: deterministic, so resume is exact."""
-        order: list[int] = []
-        epoch = 0
-        while len(order) < total_samples:
-            generator = torch.Generator().manual_seed(self.args.seed * 1000 + epoch)
-            order.extend(torch.randperm(num_samples, generator=generator).tolist())
-            epoch += 1
-        return order
-
     def run_stage(self, index: int, stage: StageArgs, previous: Path | None) -> Path:
         stage_dir = self.stage_dir(index, stage)
         accelerator = Accelerator(
@@ -227,7 +218,10 @@ class TrainRecipe:
         world, rank = accelerator.num_processes, accelerator.process_index
         global_batch = stage.batch_size * stage.grad_accum * world
         total_steps = stage.max_steps or max(1, math.ceil(stage.epochs * len(dataset) / global_batch))
-        order = self.sample_order(len(dataset), total_steps * global_batch)
+        order = epoch_order(len(dataset), total_steps * global_batch, self.args.seed)
+        if stage.group_by_length:
+            keys = [length_key(record) for record in records]
+            order = group_by_length(order, keys, global_batch, seed=self.args.seed * 1000 + index)
 
         optimizer = torch.optim.AdamW(parameter_groups(model, stage.lr, stage.multimodal_lr, stage.weight_decay))
         scheduler = get_cosine_schedule_with_warmup(optimizer, round(stage.warmup_ratio * total_steps), total_steps)
