@@ -183,14 +183,14 @@ BUDGETS: dict[str, Budget] = {
     # ~2 for text-only, 3-4 for the others (about 48 min per seed for all 12 arms).
     "small": Budget(
         "small",
-        max_steps=200,
+        max_steps=150,
         epochs=1.0,
         batch_size=32,
         lr=5e-4,
         multimodal_lr=5e-4,
         warmup_ratio=0.03,
         save_every=10**9,
-        eval_limit=None,
+        eval_limit=500,
         eval_batch_size=32,
         timing_repeats=10,
         seeds=2,
