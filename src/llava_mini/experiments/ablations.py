@@ -175,12 +175,10 @@ class Budget:
 
 
 BUDGETS: dict[str, Budget] = {
-    # 12 arms x 2 seeds in about 1.6 h on 2 CPU cores: 200 steps x 32 = 6,400 samples per arm and the whole
-    # held-out set (1,400 questions). Stage-2 training rates measured on the tiny model (1 thread, CPU shared
-    # with another job; 2 free threads are ~1.2x faster), samples/s: llava-v1.5 12, query/pool-c1-n0 33,
-    # mini-c1-n2 27, mini-c1-n4 15, mini-c16-n2 25, prefusion-only 27, text-only 54, inside-llm 27.
-    # Evaluation: 0.003-0.031 s per question. Per arm x seed: ~8 min for llava-v1.5, ~6.5 for N=4,
-    # ~2 for text-only, 3-4 for the others (about 48 min per seed for all 12 arms).
+    # 12 arms x 2 seeds in about 1 h on 2 CPU cores (one process per seed, `--first-seed`, 1 thread each):
+    # 150 steps x 32 = 4,800 samples per arm, 500 held-out questions (50 per question type). Measured
+    # (train + eval, s per arm x seed): llava-v1.5 408, query/pool-c1-n0 140, mini-c1-n1 222, mini-c1-n2 273,
+    # mini-c1-n4 432, mini-c4-n2 337, mini-c16-n2 372 (docs/ablations/results.json has every arm).
     "small": Budget(
         "small",
         max_steps=150,
