@@ -171,7 +171,7 @@ class Budget:
     seeds: int
     threads: int | None
     video_repeat: int = 2  # videos seen this many times per epoch, as in the tiny recipe's stage 2
-    group_by_length: bool = True  # batches of one modality, as in the tiny recipe (train/sampling.py)
+    group_by_length: bool = True  # batches of one modality (train/sampling.py), as the stage-1 checkpoint was made
 
 
 BUDGETS: dict[str, Budget] = {

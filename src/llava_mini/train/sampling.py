@@ -13,10 +13,11 @@ from collections.abc import Sequence
 
 import torch
 
-from llava_mini.data.records import ConversationRecord
+from llava_mini.data.records import MARKERS, ConversationRecord
 
-GROUP_WINDOW_BATCHES = 16  # global batches sorted together; larger groups better, shuffles less
-KIND_RANK = {None: 0, "image": 1, "video": 2}
+GROUP_WINDOW_BATCHES = 16  # global batches sorted together; a larger window groups better but shuffles less
+# Text-only records first, then each medium of the record format in its order (image, video).
+KIND_RANK = {None: 0, **{kind: rank for rank, kind in enumerate(MARKERS, start=1)}}
 
 
 def epoch_order(num_samples: int, total_samples: int, seed: int) -> list[int]:
