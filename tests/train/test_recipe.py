@@ -91,7 +91,7 @@ def test_two_stages_chain_and_new_modules_start_fresh(tmp_path, world):
 
 
 def test_resume_after_an_interruption_reproduces_the_uninterrupted_run(tmp_path, world):
-    stages = [stage("s", "components", max_steps=4, save_every=2, group_by_length=True)]
+    stages = [stage("s", "components", max_steps=4, save_every=2, group_by="length")]
     full = run_recipe(str(write_recipe(tmp_path / "full", world, stages)))
     path = write_recipe(tmp_path / "cut", world, stages)
     interrupted = TrainRecipe(load_recipe(path))
@@ -133,7 +133,7 @@ def test_unknown_recipe_keys_are_named(tmp_path, world):
 
 
 def test_two_process_ddp_matches_one_process(tmp_path, world):
-    grouped = {"group_by_length": True}  # the same global batches for any split
+    grouped = {"group_by": "length"}  # the same global batches for any split
     single = run_recipe(str(write_recipe(tmp_path / "one", world, [stage("s", "components", batch_size=4, **grouped)])))
     path = write_recipe(tmp_path / "ddp", world, [stage("s", "components", batch_size=2, **grouped)])
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT / "src"))
@@ -184,4 +184,10 @@ def test_stage_repeat_multiplies_records_of_a_media_kind(tmp_path: Path, world: 
 def test_stage_repeat_rejects_bad_entries(tmp_path: Path, world: Path, repeat: dict, message: str) -> None:
     path = write_recipe(tmp_path, world, [stage("instruct", "instruct", repeat=repeat)])
     with pytest.raises(ValueError, match=message):  # when the recipe is read, before any stage trains
+        load_recipe(path)
+
+
+def test_stage_group_by_rejects_an_unknown_grouping(tmp_path: Path, world: Path) -> None:
+    path = write_recipe(tmp_path, world, [stage("instruct", "instruct", group_by="size")])
+    with pytest.raises(ValueError, match="group_by is 'size'.*modality"):
         load_recipe(path)

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from llava_mini.data.records import ConversationRecord
-from llava_mini.train.sampling import epoch_order, group_by_length, length_key
+from llava_mini.train.sampling import epoch_order, group_batches, length_key, modality_key
 
 
 def record(kind: str | None, text: str) -> ConversationRecord:
@@ -34,7 +34,7 @@ def test_grouping_keeps_the_samples_and_makes_batches_of_one_modality():
     records = [record(kind, "q" * (index % 7 + 1)) for index, kind in enumerate(kinds)]
     keys = [length_key(r) for r in records]
     order = epoch_order(len(records), 128, seed=0)
-    grouped = group_by_length(order, keys, global_batch=8, seed=1, window_batches=8)
+    grouped = group_batches(order, keys, global_batch=8, seed=1, window_batches=8)
     assert Counter(grouped) == Counter(order)  # same samples, same number of times
     for start in range(0, len(order), 64):  # nothing crosses a window
         assert Counter(grouped[start : start + 64]) == Counter(order[start : start + 64])
@@ -45,9 +45,24 @@ def test_grouping_keeps_the_samples_and_makes_batches_of_one_modality():
 
     assert mixed_batches(order) > 8  # random batches mix images and videos
     assert mixed_batches(grouped) <= 2  # at most one mixed batch per window
-    assert grouped == group_by_length(order, keys, global_batch=8, seed=1, window_batches=8)
+    assert grouped == group_batches(order, keys, global_batch=8, seed=1, window_batches=8)
+
+
+def test_modality_grouping_keeps_each_modality_in_its_shuffled_order():
+    kinds = ["image", "video"] * 32
+    records = [record(kind, "q" * (index % 7 + 1)) for index, kind in enumerate(kinds)]
+    order = epoch_order(len(records), 64, seed=0)
+    grouped = group_batches(order, [modality_key(r) for r in records], global_batch=8, seed=1, window_batches=8)
+    batches = [grouped[i : i + 8] for i in range(0, 64, 8)]
+    assert all(len({records[i].media_kind for i in batch}) == 1 for batch in batches)
+    images = [i for i in order if records[i].media_kind == "image"]
+    image_batches = [batch for batch in batches if records[batch[0]].media_kind == "image"]
+    assert sorted(sum(image_batches, [])) == sorted(images)
+    assert all(batch == images[images.index(batch[0]) : images.index(batch[0]) + 8] for batch in image_batches)
+    lengths = [len(records[i].turns[0][1]) for i in images]
+    assert lengths != sorted(lengths)  # not sorted by length
 
 
 def test_grouping_needs_whole_global_batches():
     with pytest.raises(ValueError, match="multiple of the global batch"):
-        group_by_length(list(range(10)), [(1, 1)] * 10, global_batch=4, seed=0)
+        group_batches(list(range(10)), [(1, 1)] * 10, global_batch=4, seed=0)

@@ -41,14 +41,17 @@ def test_scene_head_targets_factor_each_patch_into_shape_colour_and_place():
     red_circle_top_left = 1 + 0 * 8 + 0
     green_star_bottom_right = 1 + 3 * 8 + 1
     cells = torch.tensor([[red_circle_top_left, 0, 0, 0, 0, 0, 0, 0, green_star_bottom_right]])
-    targets = {name: value.view(6, 6) for name, value in head.targets(cells, torch.tensor([0])).items()}
+    targets = {name: value.view(6, 6, -1).squeeze(-1) for name, value in head.targets(cells, torch.tensor([0])).items()}
     assert (targets["shape"][:2, :2] == 1).all() and (targets["colour"][:2, :2] == 1).all()
     assert (targets["shape"][4:, 4:] == 4).all() and (targets["colour"][4:, 4:] == 2).all()
     assert targets["shape"][2:4].eq(0).all() and targets["colour"][:, 2:4].eq(0).all()
     assert targets["row"][:, 0].tolist() == list(range(6)) and targets["column"][0].tolist() == list(range(6))
+    place = targets["place"]
+    assert (place[:2, :2] == torch.tensor([-1.0, -1.0])).all() and (place[4:, 4:] == torch.tensor([1.0, 1.0])).all()
+    assert place[2:4].eq(0).all() and place[:, 2:4].eq(0).all()  # empty cells have no place
     logits = head(torch.zeros(1, 36, 16))
     assert {name: tensor.shape[-1] for name, tensor in logits.items()} == {
-        "cell": NUM_CELL_CLASSES, "shape": 6, "colour": 9, "word": len(WORDS) + 1, "row": 6, "column": 6,
+        "cell": NUM_CELL_CLASSES, "shape": 6, "colour": 9, "word": len(WORDS) + 1, "row": 6, "column": 6, "place": 2,
     }
 
 

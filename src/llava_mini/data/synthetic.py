@@ -155,9 +155,19 @@ NUM_CELL_CLASSES = 1 + len(SHAPES) * len(COLOURS)
 NUM_WORD_CLASSES = 1 + len(WORDS)
 
 
+def article(noun_phrase: str) -> str:
+    return "an" if noun_phrase[0] in "aeiou" else "a"
+
+
+# Where each 3 x 3 cell lies, as a caption says it (row by row from the top left).
+CELL_PLACES = ("at the top left", "at the top", "at the top right", "on the left", "in the centre",
+               "on the right", "at the bottom left", "at the bottom", "at the bottom right")
+
+
 def describe(things: list[Thing]) -> str:
+    """A caption naming every object and its place, in reading order: 'a red circle at the top left and ...'."""
     ordered = sorted(things, key=lambda t: (t.y, t.x))
-    names = [f"a {t.name}" for t in ordered]
+    names = [f"{article(t.name)} {t.name} {CELL_PLACES[(t.y // CELL) * 3 + t.x // CELL]}" for t in ordered]
     return (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + "."
 
 
@@ -242,7 +252,8 @@ def make_video(rng: random.Random, kind: str) -> tuple[list[Image.Image], str, l
             along = progress if direction in ("right", "down") else IMAGE_SIZE - progress
             x, y = (along, other) if direction in ("left", "right") else (other, along)
             frames.append(render([Thing(shape, colour, int(x), int(y), 24)]))
-        caption = f"a {colour} {shape} moves {direction}."
+        start_place = {"left": "on the right", "right": "on the left", "up": "at the bottom", "down": "at the top"}
+        caption = f"{article(colour)} {colour} {shape} starts {start_place[direction]} and moves {direction}."
         questions = [dict(question=phrase(rng, "motion", shape=shape), answer=direction, type="motion")]
     elif kind == "order":
         count = min(seconds, rng.randint(2, 3))
@@ -251,7 +262,7 @@ def make_video(rng: random.Random, kind: str) -> tuple[list[Image.Image], str, l
             visible = scene[: min(count, second + 1)]
             frames.extend([render(visible)] * VIDEO_FPS)
         first, last = scene[0], scene[count - 1]
-        caption = "objects appear one after another: " + ", then ".join(f"a {t.name}" for t in scene[:count]) + "."
+        caption = "objects appear one after another: " + ", then ".join(f"{article(t.name)} {t.name}" for t in scene[:count]) + "."
         questions = [
             dict(question=phrase(rng, "order_first"), answer=first.shape, type="order"),
             dict(question=phrase(rng, "order_last"), answer=last.shape, type="order"),
@@ -263,7 +274,7 @@ def make_video(rng: random.Random, kind: str) -> tuple[list[Image.Image], str, l
         pattern = [second % 2 == 0 and second // 2 < times for second in range(seconds)]
         for on in pattern:
             frames.extend([render([thing] if on else [])] * VIDEO_FPS)
-        caption = f"a {thing.name} appears {times} times."
+        caption = f"{article(thing.name)} {thing.name} appears {times} times."
         questions = [dict(question=phrase(rng, "event_count", shape=thing.shape), answer=str(times), type="event_count")]
     elif kind == "scene_change":
         seconds = max(seconds, 2)

@@ -171,7 +171,7 @@ class Budget:
     seeds: int
     threads: int | None
     video_repeat: int = 2  # videos seen this many times per epoch, as in the tiny recipe's stage 2
-    group_by_length: bool = True  # batches of one modality (train/sampling.py), as the stage-1 checkpoint was made
+    group_by: str = "length"  # batches of one modality and length (train/sampling.py), as the stage-1 checkpoint was made
 
 
 BUDGETS: dict[str, Budget] = {
@@ -297,7 +297,7 @@ def arm_recipe(
         keep_checkpoints=1,
         model=arm.fields,
         repeat={"video": budget.video_repeat},
-        group_by_length=budget.group_by_length,
+        group_by=budget.group_by,
     )
     args = RecipeArgs(
         output_dir=str(run_dir / "train"),

@@ -14,6 +14,7 @@ from llava_mini.data.records import MARKERS
 
 # What `StageArgs.repeat` can name: a medium of the LLaVA record format, or "text" (records without media).
 REPEATABLE_KINDS = (*MARKERS, "text")
+BATCH_GROUPINGS = ("none", "modality", "length")
 
 StageMode = Literal["components", "align", "instruct"]
 
@@ -48,8 +49,9 @@ class StageArgs:
     # Data mix: records of a media kind ("image", "video", "text") repeated this many times per epoch,
     # e.g. {video: 2} when videos are few (the synthetic world has 1 video per 5 images).
     repeat: dict[str, int] = field(default_factory=dict)
-    # Batches of one modality and similar length (train/sampling.py): less padding, same samples per epoch.
-    group_by_length: bool = False
+    # "modality": batches of one modality; "length": of one modality and similar length; "none": random
+    # (train/sampling.py). Grouping pads less and keeps the samples of an epoch.
+    group_by: Literal["none", "modality", "length"] = "none"
     # Tiny recipe only: first teach a from-scratch vision tower to see (train/vision_pretraining.py).
     vision_pretraining: dict[str, Any] | None = None
 
@@ -62,6 +64,8 @@ class StageArgs:
         bad = {kind: times for kind, times in self.repeat.items() if not isinstance(times, int) or times < 1}
         if bad:
             raise ValueError(f"stage {self.name}: repeat counts must be whole numbers >= 1, got {bad}")
+        if self.group_by not in BATCH_GROUPINGS:
+            raise ValueError(f"stage {self.name}: group_by is {self.group_by!r}; expected one of {list(BATCH_GROUPINGS)}")
 
 
 @dataclass

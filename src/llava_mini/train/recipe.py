@@ -40,7 +40,7 @@ from llava_mini.train.checkpoint import (
     save_training_state,
 )
 from llava_mini.train.freezing import parameter_groups, set_trainable
-from llava_mini.train.sampling import epoch_order, group_by_length, length_key
+from llava_mini.train.sampling import GROUP_KEYS, epoch_order, group_batches
 from llava_mini.train.vision_pretraining import VisionPretrainingArgs, pretrain_vision_tower
 
 logger = logging.getLogger(__name__)
@@ -219,9 +219,9 @@ class TrainRecipe:
         global_batch = stage.batch_size * stage.grad_accum * world
         total_steps = stage.max_steps or max(1, math.ceil(stage.epochs * len(dataset) / global_batch))
         order = epoch_order(len(dataset), total_steps * global_batch, self.args.seed)
-        if stage.group_by_length:
-            keys = [length_key(record) for record in records]
-            order = group_by_length(order, keys, global_batch, seed=self.args.seed * 1000 + index)
+        if stage.group_by != "none":
+            keys = [GROUP_KEYS[stage.group_by](record) for record in records]
+            order = group_batches(order, keys, global_batch, seed=self.args.seed * 1000 + index)
 
         optimizer = torch.optim.AdamW(parameter_groups(model, stage.lr, stage.multimodal_lr, stage.weight_decay))
         scheduler = get_cosine_schedule_with_warmup(optimizer, round(stage.warmup_ratio * total_steps), total_steps)

@@ -1,10 +1,11 @@
-"""Sample order of a training stage: seeded epoch permutations, optionally grouped by modality and length.
+"""Sample order of a training stage: seeded epoch permutations, optionally grouped by modality (and length).
 
 Right padding makes every sample of a batch as long as its longest one, so one video (hundreds of vision
 tokens in stage 0) in a batch of images multiplies the batch's cost. Grouping, as LLaVA's
-`group_by_modality_length` does, sorts a window of consecutive global batches by (modality, length), cuts it
-into global batches again and shuffles their order: every sample is still seen once per epoch, and each
-batch holds one modality of similar length.
+`group_by_modality_length` does, sorts a window of consecutive global batches by a key, cuts it into global
+batches again and shuffles their order: every sample is still seen once per epoch. With `modality_key` each
+batch holds one modality and stays a random draw within it; `length_key` also sorts by text length, which
+pads least but puts similar samples (captions, long conversations) together.
 """
 
 from __future__ import annotations
@@ -34,12 +35,20 @@ def epoch_order(num_samples: int, total_samples: int, seed: int) -> list[int]:
     return order[:total_samples]
 
 
+def modality_key(record: ConversationRecord) -> tuple[int, int]:
+    """(modality rank, 0): sorting is stable, so samples of one modality keep their shuffled order."""
+    return KIND_RANK.get(record.media_kind, len(KIND_RANK)), 0
+
+
 def length_key(record: ConversationRecord) -> tuple[int, int]:
     """(modality rank, characters of text): a cheap proxy for a sample's token count, without encoding it."""
-    return KIND_RANK.get(record.media_kind, len(KIND_RANK)), sum(len(text) for _, text in record.turns)
+    return modality_key(record)[0], sum(len(text) for _, text in record.turns)
 
 
-def group_by_length(
+GROUP_KEYS = {"modality": modality_key, "length": length_key}
+
+
+def group_batches(
     order: Sequence[int],
     keys: Sequence[tuple[int, int]],
     global_batch: int,

@@ -4,10 +4,14 @@ The real model starts from CLIP ViT-L, pre-trained on 400M image-text pairs. Not
 downloaded offline, and a tower trained from scratch only through the LLM's loss learns shapes far too
 slowly on a CPU budget, so the tiny recipe first teaches its tower to see: linear heads on every patch
 token name what the 3 x 3 cell under that patch holds (empty, or shape x colour; and, separately, its shape
-and its colour), which word is written in the image, and where the patch itself lies (its row and column).
-Each patch token then carries its own cell's content and its place, as CLIP's patch tokens do, so the LLM,
-the compressor and the pre-fusion layers can find an object by its shape or by its colour and tell where
-it is. Only the tower's weights are kept.
+and its colour), which word is written in the image, where the patch itself lies (its row and column), and,
+regressed, the place of the object on it ("place": the centred (row, column) of its cell, zero on empty
+patches). Each patch token then carries its own cell's content and its place, as CLIP's patch tokens do, so
+the LLM, the compressor and the pre-fusion layers can find an object by its shape or by its colour and tell
+where it is. The place regression lays positions along one direction of the feature space, on objects
+only: any average over patches (one compressed token of a single moving object, attention over one named
+object) then reads as that object's coordinates, and two of them compare by a difference. Only the tower's
+weights are kept.
 
 scenes.jsonl lines: {"image": relative path, "cells": [9 ints], "word": int} (`llava-mini data synth`).
 """
@@ -44,6 +48,7 @@ class VisionPretrainingArgs:
     lr: float = 2e-3
     weight_decay: float = 0.05
     warmup_ratio: float = 0.05
+    place_weight: float = 1.0  # weight of the object-place regression; 0 leaves it out
 
 
 class SceneLabels(torch.utils.data.Dataset):
@@ -80,11 +85,13 @@ class SceneHead(nn.Module):
 
     forward -> dict of logits (B, N, classes): "cell" (empty or shape x colour of the cell under the patch),
     "shape" and "colour" of that cell (0 = empty), "word" written in the image, and the patch's own "row"
-    and "column" in the g x g grid. `patch_cells` (N,) maps each patch to the 3 x 3 cell holding its centre.
+    and "column" in the g x g grid; and "place" (B, N, 2), the regressed (row, column) of an object's cell
+    in -1, 0, 1 (0, 0 on empty cells). `patch_cells` (N,) maps each patch to the 3 x 3 cell holding its centre.
     """
 
-    def __init__(self, dim: int, grid_side: int) -> None:
+    def __init__(self, dim: int, grid_side: int, place_weight: float = 1.0) -> None:
         super().__init__()
+        self.place_weight = place_weight
         centres = (torch.arange(grid_side) + 0.5) / grid_side  # patch centres as a fraction of the side
         cell_of = (centres * 3).long()  # row or column of the 3 x 3 cell
         self.register_buffer("patch_cells", (cell_of.view(-1, 1) * 3 + cell_of.view(1, -1)).flatten())
@@ -99,6 +106,7 @@ class SceneHead(nn.Module):
                 "word": nn.Linear(dim, NUM_WORD_CLASSES),
                 "row": nn.Linear(dim, grid_side),
                 "column": nn.Linear(dim, grid_side),
+                "place": nn.Linear(dim, 2),
             }
         )
 
@@ -107,10 +115,12 @@ class SceneHead(nn.Module):
         return {name: classifier(normed) for name, classifier in self.classifiers.items()}
 
     def targets(self, cells: torch.Tensor, words: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 9) cell classes and (B,) words -> (B, N) targets for every head."""
+        """(B, 9) cell classes and (B,) words -> (B, N) class targets for every head, (B, N, 2) for "place"."""
         cell = cells[:, self.patch_cells]  # (B, N)
         occupied = cell > 0
+        cell_place = torch.stack([self.patch_cells // 3, self.patch_cells % 3], dim=-1).float() - 1.0  # (N, 2)
         return {
+            "place": occupied.unsqueeze(-1) * cell_place,
             "cell": cell,
             "shape": torch.where(occupied, 1 + (cell - 1) // len(COLOURS), 0),
             "colour": torch.where(occupied, 1 + (cell - 1) % len(COLOURS), 0),
@@ -120,15 +130,17 @@ class SceneHead(nn.Module):
         }
 
     def loss(self, features: torch.Tensor, cells: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed cross-entropy of every head over every patch; also (B,) whether every patch of an image
-        was read right (cell and word)."""
+        """Summed cross-entropy of the class heads over every patch plus `place_weight` times the place
+        regression's mean squared error; also (B,) whether every patch of an image was read right (cell and word)."""
         if features.shape[1] != self.patch_cells.shape[0]:
             raise ValueError(
                 f"vision pre-training needs patch tokens only ({self.patch_cells.shape[0]}), got {features.shape[1]}; "
                 "use vision_feature_select='patch'"
             )
         logits, targets = self(features), self.targets(cells, words)
+        place = logits.pop("place")
         loss = sum(F.cross_entropy(logits[name].flatten(0, 1), targets[name].flatten()) for name in logits)
+        loss = loss + self.place_weight * F.mse_loss(place, targets["place"])
         right = (logits["cell"].argmax(-1) == targets["cell"]) & (logits["word"].argmax(-1) == targets["word"])
         return loss, right.all(-1)
 
@@ -144,7 +156,7 @@ def pretrain_vision_tower(
     dataset = SceneLabels(data_root / settings.data, image_processor)
     generator = torch.Generator().manual_seed(seed)
     grid_side = int(tower.model.config.image_size) // int(tower.model.config.patch_size)
-    head = SceneHead(tower.hidden_size, grid_side)
+    head = SceneHead(tower.hidden_size, grid_side, settings.place_weight)
     parameters = [*tower.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
     steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
