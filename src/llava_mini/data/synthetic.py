@@ -79,6 +79,11 @@ class Thing:
     def name(self) -> str:
         return f"{self.colour} {self.shape}"
 
+    @property
+    def cell(self) -> int:
+        """Index of the 3 x 3 cell holding the object's centre, row by row from the top left."""
+        return (self.y // CELL) * 3 + self.x // CELL
+
 
 def draw_thing(draw: ImageDraw.ImageDraw, thing: Thing) -> None:
     half = thing.size // 2
@@ -146,8 +151,7 @@ def scene_labels(things: list[Thing], word: str | None = None) -> dict:
     cells = [0] * 9
     colours = list(COLOURS)
     for thing in things:
-        cell = (thing.y // CELL) * 3 + thing.x // CELL
-        cells[cell] = 1 + SHAPES.index(thing.shape) * len(colours) + colours.index(thing.colour)
+        cells[thing.cell] = 1 + SHAPES.index(thing.shape) * len(colours) + colours.index(thing.colour)
     return {"cells": cells, "word": 0 if word is None else 1 + WORDS.index(word)}
 
 
@@ -155,19 +159,22 @@ NUM_CELL_CLASSES = 1 + len(SHAPES) * len(COLOURS)
 NUM_WORD_CLASSES = 1 + len(WORDS)
 
 
-def article(noun_phrase: str) -> str:
-    return "an" if noun_phrase[0] in "aeiou" else "a"
+def with_article(noun_phrase: str) -> str:
+    """'orange star' -> 'an orange star', 'red star' -> 'a red star'."""
+    return f"{'an' if noun_phrase[0] in 'aeiou' else 'a'} {noun_phrase}"
 
 
 # Where each 3 x 3 cell lies, as a caption says it (row by row from the top left).
 CELL_PLACES = ("at the top left", "at the top", "at the top right", "on the left", "in the centre",
                "on the right", "at the bottom left", "at the bottom", "at the bottom right")
+# Where a moving object starts, by its direction: the edge it leaves from.
+MOTION_START = {"left": CELL_PLACES[5], "right": CELL_PLACES[3], "up": CELL_PLACES[7], "down": CELL_PLACES[1]}
 
 
 def describe(things: list[Thing]) -> str:
     """A caption naming every object and its place, in reading order: 'a red circle at the top left and ...'."""
     ordered = sorted(things, key=lambda t: (t.y, t.x))
-    names = [f"{article(t.name)} {t.name} {CELL_PLACES[(t.y // CELL) * 3 + t.x // CELL]}" for t in ordered]
+    names = [f"{with_article(t.name)} {CELL_PLACES[t.cell]}" for t in ordered]
     return (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + "."
 
 
@@ -252,8 +259,7 @@ def make_video(rng: random.Random, kind: str) -> tuple[list[Image.Image], str, l
             along = progress if direction in ("right", "down") else IMAGE_SIZE - progress
             x, y = (along, other) if direction in ("left", "right") else (other, along)
             frames.append(render([Thing(shape, colour, int(x), int(y), 24)]))
-        start_place = {"left": "on the right", "right": "on the left", "up": "at the bottom", "down": "at the top"}
-        caption = f"{article(colour)} {colour} {shape} starts {start_place[direction]} and moves {direction}."
+        caption = f"{with_article(f'{colour} {shape}')} starts {MOTION_START[direction]} and moves {direction}."
         questions = [dict(question=phrase(rng, "motion", shape=shape), answer=direction, type="motion")]
     elif kind == "order":
         count = min(seconds, rng.randint(2, 3))
@@ -262,7 +268,7 @@ def make_video(rng: random.Random, kind: str) -> tuple[list[Image.Image], str, l
             visible = scene[: min(count, second + 1)]
             frames.extend([render(visible)] * VIDEO_FPS)
         first, last = scene[0], scene[count - 1]
-        caption = "objects appear one after another: " + ", then ".join(f"{article(t.name)} {t.name}" for t in scene[:count]) + "."
+        caption = "objects appear one after another: " + ", then ".join(with_article(t.name) for t in scene[:count]) + "."
         questions = [
             dict(question=phrase(rng, "order_first"), answer=first.shape, type="order"),
             dict(question=phrase(rng, "order_last"), answer=last.shape, type="order"),
@@ -274,7 +280,7 @@ def make_video(rng: random.Random, kind: str) -> tuple[list[Image.Image], str, l
         pattern = [second % 2 == 0 and second // 2 < times for second in range(seconds)]
         for on in pattern:
             frames.extend([render([thing] if on else [])] * VIDEO_FPS)
-        caption = f"{article(thing.name)} {thing.name} appears {times} times."
+        caption = f"{with_article(thing.name)} appears {times} times."
         questions = [dict(question=phrase(rng, "event_count", shape=thing.shape), answer=str(times), type="event_count")]
     elif kind == "scene_change":
         seconds = max(seconds, 2)

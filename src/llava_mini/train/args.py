@@ -11,10 +11,12 @@ from typing import Any, Literal
 import yaml
 
 from llava_mini.data.records import MARKERS
+from llava_mini.train.sampling import GROUP_KEYS
 
 # What `StageArgs.repeat` can name: a medium of the LLaVA record format, or "text" (records without media).
 REPEATABLE_KINDS = (*MARKERS, "text")
-BATCH_GROUPINGS = ("none", "modality", "length")
+# What `StageArgs.group_by` can name: "none" or a sort key of train/sampling.py.
+BATCH_GROUPINGS = ("none", *GROUP_KEYS)
 
 StageMode = Literal["components", "align", "instruct"]
 

@@ -97,6 +97,9 @@ class SceneHead(nn.Module):
         self.register_buffer("patch_cells", (cell_of.view(-1, 1) * 3 + cell_of.view(1, -1)).flatten())
         self.register_buffer("patch_rows", torch.arange(grid_side).repeat_interleave(grid_side))
         self.register_buffer("patch_columns", torch.arange(grid_side).repeat(grid_side))
+        # (row, column) of each patch's cell, centred to -1, 0, 1: the "place" target where the cell is occupied.
+        cell_places = torch.stack([self.patch_cells // 3, self.patch_cells % 3], dim=-1).float() - 1.0
+        self.register_buffer("cell_places", cell_places)  # (N, 2)
         self.norm = nn.LayerNorm(dim)
         self.classifiers = nn.ModuleDict(
             {
@@ -118,9 +121,8 @@ class SceneHead(nn.Module):
         """(B, 9) cell classes and (B,) words -> (B, N) class targets for every head, (B, N, 2) for "place"."""
         cell = cells[:, self.patch_cells]  # (B, N)
         occupied = cell > 0
-        cell_place = torch.stack([self.patch_cells // 3, self.patch_cells % 3], dim=-1).float() - 1.0  # (N, 2)
         return {
-            "place": occupied.unsqueeze(-1) * cell_place,
+            "place": occupied.unsqueeze(-1) * self.cell_places,
             "cell": cell,
             "shape": torch.where(occupied, 1 + (cell - 1) // len(COLOURS), 0),
             "colour": torch.where(occupied, 1 + (cell - 1) % len(COLOURS), 0),
