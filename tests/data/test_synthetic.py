@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 
@@ -10,13 +11,17 @@ import pytest
 from llava_mini.data.records import load_records
 from llava_mini.data.synthetic import (
     CELL,
+    CELL_NAMES,
+    COLOURS,
     SHAPES,
     Thing,
     existence_question,
     generate_dataset,
     image_questions,
+    parse_video_mix,
     random_scene,
     relation,
+    video_kind_schedule,
 )
 from llava_mini.processing.video import read_video_frames
 
@@ -43,6 +48,53 @@ def test_every_video_question_type_and_the_records_load(world):
     video = next(r for r in records if r.media_kind == "video")
     frames = read_video_frames(video.media[0])
     assert 2 <= len(frames) <= 7
+
+
+def test_video_mix_weights_the_kinds_and_leaves_images_alone(world, tmp_path):
+    generate_dataset(tmp_path, seed=3, num_images=30, num_videos=8, video_mix={"motion": 3, "scene_change": 0})
+    world_json = json.loads((tmp_path / "world.json").read_text())
+    assert world_json["video_kinds"] == {"motion": 6, "order": 1, "event_count": 1}
+    questions = [json.loads(line) for line in (tmp_path / "questions.jsonl").read_text().splitlines()]
+    assert sum(q["type"] == "motion" for q in questions) == 6
+    balanced = [json.loads(line) for line in (world / "questions.jsonl").read_text().splitlines()]
+    assert questions[:30] == balanced[:30]  # the images come first and do not depend on the mix
+
+
+def test_place_turns_end_training_conversations_and_change_nothing_else(world, tmp_path):
+    generate_dataset(tmp_path, seed=3, num_images=30, num_videos=8, place_turns=2)
+    for name in ("captions.json", "questions.jsonl", "scenes.jsonl"):
+        assert (world / name).read_bytes() == (tmp_path / name).read_bytes()
+    plain = json.loads((world / "instructions.json").read_text())
+    placed = json.loads((tmp_path / "instructions.json").read_text())
+    scenes = [json.loads(line) for line in (tmp_path / "scenes.jsonl").read_text().splitlines()]
+    checked = 0
+    for before, after, scene in zip(plain, placed, scenes, strict=False):
+        extra = after["conversations"][len(before["conversations"]):]
+        assert after["conversations"][: len(before["conversations"])] == before["conversations"]
+        objects = sum(cell > 0 for cell in scene["cells"])
+        assert len(extra) == 2 * min(2, objects)
+        for question, answer in zip(extra[::2], extra[1::2], strict=True):
+            assert "<image>" not in question["value"] and question["value"].startswith(("Where", "In which"))
+            colour, shape = question["value"].rstrip("?").split()[-2:]
+            cell_class = 1 + SHAPES.index(shape) * len(COLOURS) + list(COLOURS).index(colour)
+            assert scene["cells"][CELL_NAMES.index(answer["value"])] == cell_class
+            checked += 1
+    assert checked > 20
+    with pytest.raises(ValueError, match="place_turns must be >= 0"):
+        generate_dataset(tmp_path, seed=3, num_images=1, num_videos=0, place_turns=-1)
+
+
+def test_video_mix_rejects_unknown_kinds_and_bad_counts():
+    assert video_kind_schedule() == ("motion", "order", "event_count", "scene_change")
+    assert parse_video_mix("motion=3, order=2") == {"motion": 3, "order": 2}
+    with pytest.raises(ValueError, match="unknown video kind.*'spin'"):
+        video_kind_schedule({"spin": 2})
+    with pytest.raises(ValueError, match="every video kind has weight 0"):
+        video_kind_schedule(dict.fromkeys(("motion", "order", "event_count", "scene_change"), 0))
+    with pytest.raises(argparse.ArgumentTypeError, match="'motion' is not KIND=COUNT"):
+        parse_video_mix("motion")
+    with pytest.raises(argparse.ArgumentTypeError, match="--video-mix: unknown video kind"):
+        parse_video_mix("motions=2")
 
 
 def test_image_questions_cover_every_type_and_are_true_to_the_scene():

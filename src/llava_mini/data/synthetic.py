@@ -52,6 +52,7 @@ PHRASES = {
         "Is the {a} left, right, above or below the {b}?",
         "What is the position of the {a} compared with the {b}?",
     ),
+    "place": ("Where is the {name}?", "In which part of the image is the {name}?", "Where in the image is the {name}?"),
     "existence": ("Is there a {colour} {shape} in the image?", "Do you see a {colour} {shape}?", "Does the image contain a {colour} {shape}?"),
     "text": ("What word is written in the image?", "What does the text say?", "Read the word in the image."),
     "motion": ("Which direction does the {shape} move?", "Where is the {shape} moving?", "In which direction is the {shape} going?"),
@@ -164,9 +165,11 @@ def with_article(noun_phrase: str) -> str:
     return f"{'an' if noun_phrase[0] in 'aeiou' else 'a'} {noun_phrase}"
 
 
-# Where each 3 x 3 cell lies, as a caption says it (row by row from the top left).
-CELL_PLACES = ("at the top left", "at the top", "at the top right", "on the left", "in the centre",
-               "on the right", "at the bottom left", "at the bottom", "at the bottom right")
+# Where each 3 x 3 cell lies (row by row from the top left): as a short answer, and as a caption says it.
+CELL_NAMES = ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right")
+CELL_PLACES = tuple(
+    f"{'in' if name == 'centre' else 'on' if name in ('left', 'right') else 'at'} the {name}" for name in CELL_NAMES
+)
 # Where a moving object starts, by its direction: the edge it leaves from.
 MOTION_START = {"left": CELL_PLACES[5], "right": CELL_PLACES[3], "up": CELL_PLACES[7], "down": CELL_PLACES[1]}
 
@@ -221,6 +224,14 @@ def image_questions(rng: random.Random, things: list[Thing], popular: list[tuple
         questions.append(dict(question=phrase(rng, "position", a=a.name, b=b.name), answer=answer, type="position"))
     questions.append(existence_question(rng, things, popular))
     return questions
+
+
+def place_questions(rng: random.Random, things: list[Thing], count: int) -> list[dict]:
+    """Up to `count` questions on where single objects are ("Where is the red circle?" -> "top left")."""
+    return [
+        dict(question=phrase(rng, "place", name=t.name), answer=CELL_NAMES[t.cell], type="place")
+        for t in rng.sample(things, min(count, len(things)))
+    ]
 
 
 def existence_question(rng: random.Random, things: list[Thing], popular: list[tuple[str, str]]) -> dict:
@@ -304,10 +315,44 @@ def make_video(rng: random.Random, kind: str) -> tuple[list[Image.Image], str, l
 VIDEO_KINDS = ("motion", "order", "event_count", "scene_change")
 
 
+def video_kind_schedule(weights: dict[str, int] | None = None) -> tuple[str, ...]:
+    """The cycle of video kinds: each kind `weights[kind]` times (1 unless given), in VIDEO_KINDS order.
+
+    `{"motion": 3}` gives (motion, motion, motion, order, event_count, scene_change), so a training set can
+    hold more of the kinds that need more examples while a held-out set keeps the balanced default.
+    """
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(VIDEO_KINDS))
+    if unknown:
+        raise ValueError(f"unknown video kind(s) {unknown}; choose from {list(VIDEO_KINDS)}")
+    for kind, weight in weights.items():
+        if not isinstance(weight, int) or isinstance(weight, bool) or weight < 0:
+            raise ValueError(f"video kind weight for {kind!r} must be a whole number >= 0, got {weight!r}")
+    schedule = tuple(kind for kind in VIDEO_KINDS for _ in range(weights.get(kind, 1)))
+    if not schedule:
+        raise ValueError("every video kind has weight 0; give at least one kind a weight >= 1")
+    return schedule
+
+
+def parse_video_mix(text: str) -> dict[str, int]:
+    """'motion=3,order=2' -> {'motion': 3, 'order': 2} (for --video-mix)."""
+    weights = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, sep, value = item.partition("=")
+        if not sep or not value.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"--video-mix item {item!r} is not KIND=COUNT (e.g. motion=3)")
+        weights[kind.strip()] = int(value)
+    try:
+        video_kind_schedule(weights)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"--video-mix: {error}") from None
+    return weights
+
+
 def conversation(marker: str, caption_or_qas: list[tuple[str, str]]) -> list[dict]:
     turns = []
     for index, (question, answer) in enumerate(caption_or_qas):
-        prefix = f"{marker}\n" if index == 0 else ""
+        prefix = f"{marker}\n" if index == 0 and marker else ""
         turns += [{"from": "human", "value": prefix + question}, {"from": "gpt", "value": answer}]
     return turns
 
@@ -319,13 +364,25 @@ def generate_dataset(
     num_videos: int,
     questions_per_image: int = 4,
     text_fraction: float = 0.15,
+    video_mix: dict[str, int] | None = None,
+    place_turns: int = 0,
 ) -> dict:
     """Write images/, videos/, captions.json, instructions.json, questions.jsonl, scenes.jsonl (dense labels
-    of each image, for the tiny recipe's vision pre-training) and world.json to out_dir."""
+    of each image, for the tiny recipe's vision pre-training) and world.json to out_dir.
+
+    video_mix: how often each video kind comes in the cycle of kinds (see `video_kind_schedule`).
+    place_turns: questions on where single objects are, added at the end of each training conversation of
+        an image with objects (grounding supervision for the relative-position questions). They come from
+        their own random stream, so the other files are the same with or without them.
+    """
+    schedule = video_kind_schedule(video_mix)
+    if place_turns < 0:
+        raise ValueError(f"place_turns must be >= 0, got {place_turns}")
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "videos").mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
+    place_rng = random.Random(f"{seed}/place-turns")
     popular = rng.sample([(s, c) for s in SHAPES for c in COLOURS], 6)
     captions, instructions, evaluation, scenes = [], [], [], []
     for index in tqdm(range(num_images), desc="images", unit="img", leave=False):
@@ -346,9 +403,12 @@ def generate_dataset(
         scenes.append({"image": name, **labels})
         add_records(rng, f"img{index:06d}", "image", name, caption, questions, questions_per_image,
                     captions, instructions, evaluation)
+        if place_turns and labels["word"] == 0:
+            extra = place_questions(place_rng, things, place_turns)
+            instructions[-1]["conversations"] += conversation("", [(q["question"], q["answer"]) for q in extra])
     for index in tqdm(range(num_videos), desc="videos", unit="video", leave=False):
         name = f"videos/{index:06d}.mp4"
-        frames, caption, questions = make_video(rng, VIDEO_KINDS[index % len(VIDEO_KINDS)])
+        frames, caption, questions = make_video(rng, schedule[index % len(schedule)])
         write_video(out / name, frames, VIDEO_FPS)
         add_records(rng, f"vid{index:06d}", "video", name, caption, questions, questions_per_image,
                     captions, instructions, evaluation)
@@ -362,6 +422,7 @@ def generate_dataset(
         "seed": seed, "images": num_images, "videos": num_videos, "questions_per_image": questions_per_image,
         "text_fraction": text_fraction, "image_size": IMAGE_SIZE, "video_fps": VIDEO_FPS,
         "questions": len(evaluation), "instruction_records": len(instructions),
+        "place_turns": place_turns, "video_kinds": dict(Counter(schedule[index % len(schedule)] for index in range(num_videos))),
     }
     (out / "world.json").write_text(json.dumps(world, indent=2) + "\n")
     return world
@@ -392,9 +453,14 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--questions-per-image", type=int, default=4, help="question turns per training record")
     parser.add_argument("--text-fraction", type=float, default=0.15, help="share of images showing a word")
+    parser.add_argument("--place-turns", type=int, default=0, metavar="N",
+                        help="questions on where single objects are, added to each training conversation")
+    parser.add_argument("--video-mix", type=parse_video_mix, default=None, metavar="KIND=N,...",
+                        help=f"relative count of each video kind (default 1 each; kinds: {', '.join(VIDEO_KINDS)})")
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    world = generate_dataset(args.out, args.seed, args.images, args.videos, args.questions_per_image, args.text_fraction)
+    world = generate_dataset(args.out, args.seed, args.images, args.videos, args.questions_per_image, args.text_fraction,
+                             args.video_mix, args.place_turns)
     print(json.dumps(world, indent=2))
     return 0
