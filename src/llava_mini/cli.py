@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args) or 0)
-    except (FileNotFoundError, ValueError) as error:
+    except (OSError, ValueError) as error:  # bad input, a missing file or model, an unreachable hub
         print(f"llava-mini: error: {error}", file=sys.stderr)
         return 2
 

@@ -80,6 +80,34 @@ def test_cli_reports_a_missing_file_clearly(model_dir, capsys):
     assert "/nonexistent/photo.png" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ("{tmp}/absent", "model directory not found: {tmp}/absent"),
+        ("{tmp}", "{tmp} is not a model directory: it has no config.json"),
+        ("{tmp}/no-weights", "could not load the model {tmp}/no-weights: "),
+    ],
+)
+def test_cli_names_a_model_it_cannot_load(model, message, tmp_path, capsys):
+    (tmp_path / "no-weights").mkdir()
+    (tmp_path / "no-weights" / "config.json").write_text("{}")
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    code = main(["ask", str(photo), "what ?", "--model", model.format(tmp=tmp_path)])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"llava-mini: error: {message.format(tmp=tmp_path)}")
+    assert "Traceback" not in error
+
+
+def test_an_empty_question_is_refused(model_dir, tmp_path, capsys):
+    photo = tmp_path / "photo.png"
+    Image.new("RGB", (32, 32)).save(photo)
+    code = main(["ask", str(photo), "  ", "--model", str(model_dir)])
+    assert code == 2
+    assert "the question is empty" in capsys.readouterr().err
+
+
 def test_a_video_file_is_streamed_in_chunks_and_answers_like_its_frames_in_memory(assistant, tmp_path):
     import numpy as np
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from transformers import TextIteratorStreamer
 
-from llava_mini.model.loading import Quantization, load_options
+from llava_mini.model.loading import Quantization, is_hub_id, load_options
 from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
 from llava_mini.model.release import is_release_checkpoint, load_release
 from llava_mini.processing.image import load_image
@@ -78,7 +78,14 @@ def resolve_model_path(model: str | os.PathLike | None) -> str:
                 f"the shipped model is missing at {SHIPPED_MODEL_DIR}; pass --model DIR or a hub id"
             )
         return str(SHIPPED_MODEL_DIR)
-    return str(model)
+    if is_hub_id(model):
+        return str(model)  # from_pretrained downloads it, or says why it cannot
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise FileNotFoundError(f"model directory not found: {model}")
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{model} is not a model directory: it has no config.json")
+    return str(path)
 
 
 class LlavaMini:
@@ -102,8 +109,12 @@ class LlavaMini:
         options = load_options(device, dtype, device_map, quantization)
         if is_release_checkpoint(path):
             return cls(*load_release(path, **options))
-        network = LlavaMiniForConditionalGeneration.from_pretrained(path, **options)
-        return cls(network, LlavaMiniProcessor.from_pretrained(path))
+        try:
+            network = LlavaMiniForConditionalGeneration.from_pretrained(path, **options)
+            processor = LlavaMiniProcessor.from_pretrained(path)
+        except OSError as error:  # transformers' own words (missing weights, unreachable hub), plus which model
+            raise OSError(f"could not load the model {path}: {error}") from error
+        return cls(network, processor)
 
     @property
     def config(self):
@@ -137,6 +148,8 @@ class LlavaMini:
         return batch
 
     def question_messages(self, question: str, media: Sequence[Medium]) -> list[dict]:
+        if not question.strip():
+            raise ValueError("the question is empty")
         markers = "".join((VIDEO_TOKEN if is_video(m) else IMAGE_TOKEN) + "\n" for m in media)
         has_marker = IMAGE_TOKEN in question or VIDEO_TOKEN in question
         return self.processor.build_messages([("user", question if has_marker else markers + question)])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -23,6 +25,12 @@ DTYPE_NAMES: dict[str, torch.dtype | str] = {
     "fp16": torch.float16,
     "auto": "auto",
 }
+
+
+def is_hub_id(source: str | os.PathLike) -> bool:
+    """Whether `source` reads as a hub id ("namespace/name") rather than a local path."""
+    text = str(source)
+    return not (Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") != 1)
 
 
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype | str:

@@ -29,7 +29,7 @@ from tokenizers import Tokenizer
 from transformers import AutoConfig, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from llava_mini.model.configuration import LlavaMiniConfig
-from llava_mini.model.loading import load_options
+from llava_mini.model.loading import is_hub_id, load_options
 from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
 from llava_mini.processing.chat_templates import RELEASE_SYSTEM_PROMPT
 from llava_mini.processing.image import LlavaMiniImageProcessor
@@ -106,7 +106,7 @@ def is_release_checkpoint(source: str | os.PathLike) -> bool:
     if path.is_dir():
         config_path = path / "config.json"
         return config_path.is_file() and is_release_config(read_json(config_path))
-    if path.exists() or str(source).startswith((".", "/")) or str(source).count("/") != 1:
+    if not is_hub_id(source):
         return False
     try:  # a hub id: the config is fetched (and cached) as from_pretrained would
         from huggingface_hub import hf_hub_download
