@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from llava_mini.cli import main
 from llava_mini.data.records import load_records
 from llava_mini.data.synthetic import (
     CELL,
@@ -95,6 +96,28 @@ def test_video_mix_rejects_unknown_kinds_and_bad_counts():
         parse_video_mix("motion")
     with pytest.raises(argparse.ArgumentTypeError, match="--video-mix: unknown video kind"):
         parse_video_mix("motions=2")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["--images", "-3"], "argument --images: must be >= 0, got -3"),
+        (["--videos", "many"], "argument --videos: 'many' is not a whole number"),
+        (["--text-fraction", "1.5"], "argument --text-fraction: must be between 0 and 1"),
+        (["--questions-per-image", "0"], "argument --questions-per-image: must be >= 1"),
+    ],
+)
+def test_synth_cli_names_a_bad_count(arguments, message, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["data", "synth", "--out", str(tmp_path), *arguments])
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_synth_cli_refuses_an_empty_world(tmp_path, capsys):
+    assert main(["data", "synth", "--out", str(tmp_path / "w"), "--images", "0", "--videos", "0"]) == 2
+    assert "nothing to generate" in capsys.readouterr().err
+    assert not (tmp_path / "w").exists()
 
 
 def test_image_questions_cover_every_type_and_are_true_to_the_scene():

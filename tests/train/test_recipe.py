@@ -132,6 +132,30 @@ def test_unknown_recipe_keys_are_named(tmp_path, world):
         load_recipe(path, ["oops"])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("stages.3.lr=1", r"stages has 1 entries \(0-0\)"),
+        ("stages.first.lr=1", r"stages has 1 entries"),
+        ("stages.0.name.x=1", r"stages.0.name is a value, not a section"),
+        ("stages.0.lr=fast", r"stages\[0\]: lr = 'fast' is invalid"),
+        ("stages.0.batch_size=2.5", r"batch_size = 2.5 is invalid"),
+        ("seed=yes", r"seed = True is invalid"),
+        ("stages.0.mode=pretrain", r"mode = 'pretrain' is invalid"),
+    ],
+)
+def test_bad_overrides_are_named(tmp_path, world, override, message):
+    path = write_recipe(tmp_path, world, [stage("s", "components")])
+    with pytest.raises(ValueError, match=message):
+        load_recipe(path, [override])
+
+
+def test_numbers_in_exponent_form_are_numbers(tmp_path, world):
+    path = write_recipe(tmp_path, world, [stage("s", "components")])
+    recipe = load_recipe(path, ["stages.0.lr=1e-4", "stages.0.multimodal_lr=2E-5"])
+    assert recipe.stages[0].lr == 1e-4 and recipe.stages[0].multimodal_lr == 2e-5
+
+
 def test_two_process_ddp_matches_one_process(tmp_path, world):
     grouped = {"group_by": "length"}  # the same global batches for any split
     single = run_recipe(str(write_recipe(tmp_path / "one", world, [stage("s", "components", batch_size=4, **grouped)])))
@@ -189,5 +213,5 @@ def test_stage_repeat_rejects_bad_entries(tmp_path: Path, world: Path, repeat: d
 
 def test_stage_group_by_rejects_an_unknown_grouping(tmp_path: Path, world: Path) -> None:
     path = write_recipe(tmp_path, world, [stage("instruct", "instruct", group_by="size")])
-    with pytest.raises(ValueError, match="group_by is 'size'.*modality"):
+    with pytest.raises(ValueError, match="group_by = 'size' is invalid.*modality"):
         load_recipe(path)

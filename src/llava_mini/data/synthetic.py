@@ -13,6 +13,7 @@ import logging
 import math
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -446,20 +447,49 @@ def add_records(
     evaluation.append(entry)
 
 
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer >= minimum."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--images", type=int, default=1000)
-    parser.add_argument("--videos", type=int, default=200)
-    parser.add_argument("--questions-per-image", type=int, default=4, help="question turns per training record")
-    parser.add_argument("--text-fraction", type=float, default=0.15, help="share of images showing a word")
-    parser.add_argument("--place-turns", type=int, default=0, metavar="N",
+    parser.add_argument("--images", type=whole_number(0), default=1000)
+    parser.add_argument("--videos", type=whole_number(0), default=200)
+    parser.add_argument("--questions-per-image", type=whole_number(1), default=4,
+                        help="question turns per training record")
+    parser.add_argument("--text-fraction", type=fraction, default=0.15, help="share of images showing a word")
+    parser.add_argument("--place-turns", type=whole_number(0), default=0, metavar="N",
                         help="questions on where single objects are, added to each training conversation")
     parser.add_argument("--video-mix", type=parse_video_mix, default=None, metavar="KIND=N,...",
                         help=f"relative count of each video kind (default 1 each; kinds: {', '.join(VIDEO_KINDS)})")
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    if args.images + args.videos == 0:
+        raise ValueError("nothing to generate: --images and --videos are both 0")
     world = generate_dataset(args.out, args.seed, args.images, args.videos, args.questions_per_image, args.text_fraction,
                              args.video_mix, args.place_turns)
     print(json.dumps(world, indent=2))

@@ -123,8 +123,9 @@ def run_eval_synth(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    questions = load_questions(args.data, args.limit)  # bad data is reported before the model loads
     assistant = LlavaMini.load(args.model)
-    records = evaluate(assistant, load_questions(args.data, args.limit), batch_size=args.batch_size)
+    records = evaluate(assistant, questions, batch_size=args.batch_size)
     results = score(records)
     if args.out:
         out = Path(args.out)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_type_hints
 
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from llava_mini.data.records import MARKERS
 from llava_mini.train.sampling import GROUP_KEYS
@@ -19,6 +21,21 @@ REPEATABLE_KINDS = (*MARKERS, "text")
 BATCH_GROUPINGS = ("none", *GROUP_KEYS)
 
 StageMode = Literal["components", "align", "instruct"]
+
+
+class RecipeLoader(yaml.SafeLoader):
+    """YAML as PyYAML reads it, except that 1e-4 is a number (YAML 1.2), not the string "1e-4"."""
+
+
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=RecipeLoader)
 
 
 @dataclass
@@ -106,6 +123,13 @@ def build_dataclass(cls: type, values: dict, where: str) -> Any:
     ]
     if missing:
         raise ValueError(f"{where}: missing key(s) {', '.join(missing)}")
+    hints = get_type_hints(cls)
+    for name, value in values.items():
+        try:
+            TypeAdapter(hints[name]).validate_python(value, strict=True)
+        except ValidationError as error:
+            reason = error.errors()[0]["msg"]
+            raise ValueError(f"{where}: {name} = {value!r} is invalid: {reason}") from None
     return cls(**values)
 
 
@@ -116,14 +140,18 @@ def apply_override(tree: dict, assignment: str) -> None:
     dotted, raw = assignment.split("=", 1)
     keys = dotted.split(".")
     node: Any = tree
-    for key in keys[:-1]:
-        node = node[int(key)] if isinstance(node, list) else node.setdefault(key, {})
-    last = keys[-1]
-    value = yaml.safe_load(raw)
-    if isinstance(node, list):
-        node[int(last)] = value
-    else:
-        node[last] = value
+    for depth, key in enumerate(keys):
+        if isinstance(node, list):
+            if not key.isdigit() or int(key) >= len(node):
+                where = ".".join(keys[:depth]) or "the recipe"
+                raise ValueError(f"override {assignment!r}: {where} has {len(node)} entries (0-{len(node) - 1})")
+            key = int(key)
+        elif not isinstance(node, dict):
+            raise ValueError(f"override {assignment!r}: {'.'.join(keys[:depth])} is a value, not a section")
+        if depth == len(keys) - 1:
+            node[key] = read_yaml(raw)
+        else:
+            node = node[key] if isinstance(node, list) else node.setdefault(key, {})
 
 
 def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> RecipeArgs:
@@ -131,7 +159,7 @@ def load_recipe(path: str | os.PathLike, overrides: list[str] = ()) -> RecipeArg
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"recipe not found: {path}")
-    tree = yaml.safe_load(path.read_text()) or {}
+    tree = read_yaml(path.read_text()) or {}
     for assignment in overrides:
         apply_override(tree, assignment)
     stages = tree.pop("stages", None)
