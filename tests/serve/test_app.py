@@ -108,7 +108,7 @@ def test_video_by_data_url_and_allowed_local_file(server, client, tmp_path):
         (image_message("/etc/passwd"), 400, "outside the directory"),
         (image_message("http://127.0.0.1:9/x.png"), 400, "disabled"),
         (image_message("data:image/png;base64,!!!"), 400, "base64"),
-        (image_message("data:image/png;base64," + base64.b64encode(b"not an image").decode()), 400, "not a readable image"),
+        (image_message("data:image/png;base64," + base64.b64encode(b"not an image").decode()), 400, "not a readable image (12 bytes"),
         ([{"role": "assistant", "content": "hi"}], 400, "last message"),
     ],
 )

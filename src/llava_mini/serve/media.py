@@ -71,6 +71,8 @@ def load_request_image(data: bytes, policy: MediaPolicy) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as probe:
             width, height = probe.size
+    except Image.UnidentifiedImageError:
+        raise MediaError(f"image_url is not a readable image ({len(data)} bytes in no format Pillow reads)") from None
     except (OSError, Image.DecompressionBombError) as error:
         raise MediaError(f"image_url is not a readable image ({error})") from error
     if width * height > policy.max_image_pixels:
