@@ -18,7 +18,8 @@ the official scripts score them:
   phrasings of each consistency question; no temperature is sent; each dimension's score is the mean of
   int(score) over its questions. The official scripts ask again until a reply reads; here a question is left
   out after 10 unreadable replies (counted under "unparsed").
-The prompt to our model is the question alone. Without a judge: "not scored (no judge)".
+The prompt to our model is the question alone (the release's video-QA inference puts an instruction with
+example answers before it; see docs/evaluation.md). Without a judge: "not scored (no judge)".
 """
 
 from __future__ import annotations
