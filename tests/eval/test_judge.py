@@ -44,7 +44,8 @@ def test_openai_judge_default_model_and_override():
     judge.complete(request)
     assert client.calls[-1]["model"] == "local-judge" and client.calls[-1]["temperature"] == 0.2
     assert judge_model(judge, "gpt-4-0314") == "local-judge"
-    assert judge_model(OpenAIJudge("http://127.0.0.1:1/v1", client=client), "gpt-4-0314") == "gpt-4-0314"
+    no_override = CachedJudge(OpenAIJudge("http://127.0.0.1:1/v1", "", client=client), "unused.jsonl")
+    assert no_override.model is None and judge_model(no_override, "gpt-4-0314") == "gpt-4-0314"
 
 
 def test_cache_keys_on_the_request_and_its_attempt(tmp_path):

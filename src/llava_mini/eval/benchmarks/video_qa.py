@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -226,7 +227,7 @@ def read_literal_reply(reply: str) -> Any:
         raise ValueError(f"unreadable judge reply {reply[:80]!r}: {error}") from None
 
 
-def judge_in_passes(judge: Judge, requests: list[JudgeRequest], read: Any) -> list[Any]:
+def judge_in_passes(judge: Judge, requests: list[JudgeRequest], read: Callable[[str], Any]) -> list[Any]:
     """Ask every request, then again (attempt 1, 2, ...) those whose reply `read` rejects, for MAX_PASSES.
 
     Returns read(reply) per request, or None for a request never answered readably.
@@ -236,12 +237,7 @@ def judge_in_passes(judge: Judge, requests: list[JudgeRequest], read: Any) -> li
     for attempt in range(MAX_PASSES):
         unread = []
         for index in pending:
-            request = requests[index]
-            reply = judge.complete(
-                JudgeRequest(
-                    request.model, request.messages, request.temperature, request.max_tokens, attempt
-                )
-            )
+            reply = judge.complete(replace(requests[index], attempt=attempt))
             try:
                 values[index] = read(reply)
             except ValueError:
