@@ -293,6 +293,25 @@ def test_video_chatgpt_equals_official(tmp_path):
     assert results.metrics["unparsed"] == 0
 
 
+def test_release_consistency_script_sends_question_1_twice():
+    """The release's copy of the consistency script differs from Video-ChatGPT's only in question 2."""
+    fixture = OFFICIAL / "video-chatgpt"
+    official = read_jsonl(fixture / "official" / "consistency-requests.jsonl")
+    release = read_jsonl(fixture / "release" / "consistency-requests.jsonl")
+    pairs = {
+        e["pred1"]: (e["Q1"], e["Q2"])
+        for e in json.loads((fixture / "pred" / "consistency.json").read_text())
+    }
+    assert len(official) == len(release) == 3
+    by_key = {entry["key"]: entry for entry in release}
+    for entry in official:
+        first, second = pairs[entry["key"]]
+        expected = json.loads(
+            json.dumps(entry["request"]).replace(f"Question 2: {second}", f"Question 2: {first}")
+        )
+        assert by_key[entry["key"]]["request"] == expected != entry["request"]
+
+
 def test_video_chatgpt_unreadable_replies_are_asked_again_then_left_out(tmp_path):
     """The official scripts ask again forever; here 10 tries, then the question is left out."""
     assert read_generative_reply("{'score': '3'}") == 3

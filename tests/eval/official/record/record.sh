@@ -38,3 +38,15 @@ for task in 1_correctness:correctness:generic 2_detailed_orientation:detail:gene
     --output_json "$tmp/$name.json" --api_key none --num_tasks 1 > "official/$name-stdout.txt" 2>&1
 done
 rm -rf "$tmp"
+
+# The release's copy of the consistency script (question 1 sent twice), for the record; it reads JSON lines.
+tmp=$(mktemp -d)
+cd "$here/video-chatgpt"
+mkdir -p release && rm -f release/*
+"$ENV028/bin/python" -c 'import json, sys; [print(json.dumps(e)) for e in json.load(open(sys.argv[1]))]' \
+  pred/consistency.json > "$tmp/consistency.jsonl"
+FAKE_REPLIES=replies/consistency.json FAKE_REQUESTS=release/consistency-requests.jsonl "$ENV028/bin/python" "$run" \
+  "$OFFICIAL/release_eval_benchmark_5_consistency.py" --pred_path "$tmp/consistency.jsonl" --output_dir "$tmp/out" \
+  --output_json "$tmp/out.json" --api_key none --api_base "" --model_name gpt-3.5-turbo --num_tasks 1 \
+  > release/consistency-stdout.txt 2>&1
+rm -rf "$tmp"
