@@ -249,6 +249,8 @@ def test_video_qa_reply_reading():
             read_literal_reply(unread)
     tally = qa_tally([{"pred": "yes", "score": 4.8}, {"pred": "unknown", "score": "2"}, {"score": 3}, [1]])
     assert (tally["yes"], tally["no"], tally["score"], tally["malformed"]) == (1, 1, 9 / 4, 2)
+    assert read_literal_reply("None") is None  # read (and counted without a score), not unreadable
+    assert qa_tally([None])["judged"] == 1 and qa_tally([None])["malformed"] == 1
     assert "undefined" in qa_tally([{"pred": "maybe", "score": 1}])["accuracy"]
     assert "undefined" in qa_tally([])["score"]
 
@@ -291,6 +293,18 @@ def test_video_chatgpt_equals_official(tmp_path):
         assert results.metrics[dimension] == float(last.rsplit(": ", 1)[1]), dimension
     assert results.metrics["average"] == pytest.approx((3.5 + 1.5 + 3.5 + 2.0 + 3.0) / 5)
     assert results.metrics["unparsed"] == 0
+
+
+def test_video_qa_reply_none_is_judged_not_retried(tmp_path):
+    """eval_video_qa.py stores a reply "None" and counts it (with no score): it is not asked again."""
+    records = [
+        {"id": "q0", "prompt": "what?", "answer": "A cat.", "meta": {"question": "what?", "truth": "cat"}},
+        {"id": "q1", "prompt": "who?", "answer": "A man.", "meta": {"question": "who?", "truth": "man"}},
+    ]
+    client = RecordedReplies({None: {"A cat.": ["None"], "A man.": ["{'pred': 'yes', 'score': 4}"]}})
+    results = get_benchmark("msvd-qa").score(records, judge_with(client, tmp_path))
+    assert len(client.log) == 2
+    assert (results.metrics["judged"], results.metrics["score"], results.metrics["accuracy"]) == (2, 2.0, 1.0)
 
 
 def test_release_consistency_script_sends_question_1_twice():

@@ -227,12 +227,12 @@ def read_literal_reply(reply: str) -> Any:
         raise ValueError(f"unreadable judge reply {reply[:80]!r}: {error}") from None
 
 
-def judge_in_passes(judge: Judge, requests: list[JudgeRequest], read: Callable[[str], Any]) -> list[Any]:
+def judge_in_passes(judge: Judge, requests: list[JudgeRequest], read: Callable[[str], Any]) -> dict[int, Any]:
     """Ask every request, then again (attempt 1, 2, ...) those whose reply `read` rejects, for MAX_PASSES.
 
-    Returns read(reply) per request, or None for a request never answered readably.
+    Returns {request index: read(reply)} for the requests answered readably (a reply may read as None).
     """
-    values: list[Any] = [None] * len(requests)
+    values: dict[int, Any] = {}
     pending = list(range(len(requests)))
     for attempt in range(MAX_PASSES):
         unread = []
@@ -329,7 +329,7 @@ def score_open_ended(records: list[dict], judge: Judge | None) -> Results:
     model = judge_model(judge, VIDEO_JUDGE_MODEL)
     requests = [qa_request(r["meta"]["question"], r["meta"]["truth"], r["answer"]) for r in records]
     values = judge_in_passes(judge, requests, read_literal_reply)
-    judged = [value for value in values if value is not None]
+    judged = [values[index] for index in sorted(values)]
     tally = qa_tally(judged)
     notes = [f"judged by {model} (temperature 0), as the LLaVA-Mini release's eval_video_qa.py"]
     if len(judged) < len(records):
@@ -412,9 +412,8 @@ def score_generative(records: list[dict], judge: Judge | None) -> Results:
     metrics: dict[str, Any] = {}
     unread = 0
     for dimension, dimension_requests in requests.items():
-        scores = judge_in_passes(judge, dimension_requests, read_generative_reply)
-        judged = [score for score in scores if score is not None]
-        unread += len(scores) - len(judged)
+        judged = list(judge_in_passes(judge, dimension_requests, read_generative_reply).values())
+        unread += len(dimension_requests) - len(judged)
         metrics[dimension] = sum(judged) / len(judged) if judged else "no judged questions"
     answered = [v for v in metrics.values() if isinstance(v, float)]
     metrics["average"] = sum(answered) / len(answered) if answered else "no judged questions"
