@@ -16,9 +16,12 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from PIL import Image
+
+if TYPE_CHECKING:
+    from llava_mini.eval.judge import JudgeRequest
 
 SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
 OPTION_LETTER_PROMPT = "Answer with the option's letter from the given choices directly."
@@ -84,9 +87,9 @@ class Results:
 
 
 class Judge(Protocol):
-    """Anything that answers a (system, user) prompt pair with text, e.g. `eval.judge.OpenAIJudge`."""
+    """Anything that answers a `JudgeRequest` with the reply's text, e.g. `eval.judge.OpenAIJudge`."""
 
-    def complete(self, system: str, user: str) -> str: ...
+    def complete(self, request: JudgeRequest) -> str: ...
 
 
 Loader = Callable[[Path], list[Item]]
