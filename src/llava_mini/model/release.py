@@ -407,8 +407,10 @@ def load_release(
 ) -> tuple[LlavaMiniForConditionalGeneration, LlavaMiniProcessor]:
     """Load a release-layout checkpoint (directory or hub id) as our model plus a matching processor.
 
-    vision_tower: where to load the CLIP tower from when the release's weights do not hold it (default: the
-        name in its config, `openai/clip-vit-large-patch14-336`); a local directory works offline.
+    vision_tower: the CLIP tower (directory or hub id) whose config.json gives the tower's shape and head
+        count, and whose weights are used when the release's shards do not hold them (default: its
+        `mm_vision_tower`, as a directory as given or relative to the checkpoint, else a hub id); a local
+        directory works offline.
     assistant_header: False renders prompts exactly as the release does (its chat template with
         add_generation_prompt=False); True lets our processor append the assistant header.
     load_kwargs: `from_pretrained` options, as `llava_mini.model.loading.load_options` builds them
