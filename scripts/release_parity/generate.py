@@ -52,15 +52,38 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerFast
 
 SEED = 1
-TOWER = dict(hidden_size=96, intermediate_size=192, num_hidden_layers=2, num_attention_heads=4,
-             image_size=56, patch_size=14, projection_dim=32)  # fmt: skip
+TOWER = dict(
+    hidden_size=96,
+    intermediate_size=192,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    image_size=56,
+    patch_size=14,
+    projection_dim=32,
+)
 CLIP_MEAN = [0.48145466, 0.4578275, 0.40821073]
 CLIP_STD = [0.26862954, 0.26130258, 0.27577711]
-TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-            num_key_value_heads=2, hidden_act="silu", max_position_embeddings=512, rms_norm_eps=1e-5,
-            rope_theta=500000.0, attention_bias=False, mlp_bias=False, tie_word_embeddings=False,
-            rope_scaling=dict(rope_type="llama3", factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
-                              original_max_position_embeddings=64))  # fmt: skip
+TEXT = dict(
+    hidden_size=64,
+    intermediate_size=128,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    hidden_act="silu",
+    max_position_embeddings=512,
+    rms_norm_eps=1e-5,
+    rope_theta=500000.0,
+    attention_bias=False,
+    mlp_bias=False,
+    tie_word_embeddings=False,
+    rope_scaling=dict(
+        rope_type="llama3",
+        factor=8.0,
+        low_freq_factor=1.0,
+        high_freq_factor=4.0,
+        original_max_position_embeddings=64,
+    ),
+)
 WEIGHT_STD = 0.1  # larger than LLaMA's 0.02 so that greedy choices are clear (margins are checked)
 MAX_NEW_TOKENS = 8
 CHECKPOINTS = {
@@ -112,16 +135,19 @@ def write_tokenizer(directory: Path, reserved: int) -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=320, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[],
+        vocab_size=320,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
         show_progress=False,
-    )  # fmt: skip
+    )
     backend.train_from_iterator(CORPUS, trainer=trainer)
     backend.add_special_tokens(llama31_special_tokens(reserved))
     bos = backend.token_to_id("<|begin_of_text|>")
     backend.post_processor = processors.TemplateProcessing(
-        single="<|begin_of_text|> $A", pair="<|begin_of_text|> $A <|begin_of_text|> $B",
+        single="<|begin_of_text|> $A",
+        pair="<|begin_of_text|> $A <|begin_of_text|> $B",
         special_tokens=[("<|begin_of_text|>", bos)],
-    )  # fmt: skip
+    )
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>", model_max_length=2048
     )
@@ -151,8 +177,9 @@ def write_tower(directory: Path, generator: torch.Generator) -> None:
     CLIPImageProcessor(
         size={"shortest_edge": TOWER["image_size"]},
         crop_size={"height": TOWER["image_size"], "width": TOWER["image_size"]},
-        image_mean=CLIP_MEAN, image_std=CLIP_STD,
-    ).save_pretrained(directory)  # fmt: skip
+        image_mean=CLIP_MEAN,
+        image_std=CLIP_STD,
+    ).save_pretrained(directory)
 
 
 def write_media(directory: Path, generator: torch.Generator) -> tuple[Path, Path]:
@@ -185,22 +212,32 @@ def write_media(directory: Path, generator: torch.Generator) -> tuple[Path, Path
     return image_path, video_path
 
 
-def release_config(name: str, settings: dict, tokenizer: PreTrainedTokenizerFast):
+def release_config(settings: dict, tokenizer: PreTrainedTokenizerFast):
     from llavamini.model.language_model.llavamini_llama import LlavaMiniConfig
 
     vocab = tokenizer.get_vocab()
     return LlavaMiniConfig(
-        vocab_size=len(tokenizer), **TEXT,
+        vocab_size=len(tokenizer),
+        **TEXT,
         bos_token_id=vocab["<|begin_of_text|>"],
         eos_token_id=[vocab["<|end_of_text|>"], vocab["<|eom_id|>"], vocab["<|eot_id|>"]],
         architectures=["LlavaMiniLlamaForCausalLM"],
-        mm_vision_tower="../clip-tower", mm_vision_select_layer=-2, mm_vision_select_feature="patch",
-        mm_projector_type="mlp2x_gelu", mm_hidden_size=TOWER["hidden_size"], mm_patch_merge_type="flat",
-        image_aspect_ratio="pad", mm_use_im_start_end=False, mm_use_im_patch_token=False, use_mm_proj=True,
-        tokenizer_model_max_length=2048, tokenizer_padding_side="right",
-        compressor_size=settings["compressor_size"], prefusion_layer_num=2,
+        mm_vision_tower="../clip-tower",
+        mm_vision_select_layer=-2,
+        mm_vision_select_feature="patch",
+        mm_projector_type="mlp2x_gelu",
+        mm_hidden_size=TOWER["hidden_size"],
+        mm_patch_merge_type="flat",
+        image_aspect_ratio="pad",
+        mm_use_im_start_end=False,
+        mm_use_im_patch_token=False,
+        use_mm_proj=True,
+        tokenizer_model_max_length=2048,
+        tokenizer_padding_side="right",
+        compressor_size=settings["compressor_size"],
+        prefusion_layer_num=2,
         resolution_ratio=settings["resolution_ratio"],
-    )  # fmt: skip
+    )
 
 
 def write_checkpoint(directory: Path, name: str, settings: dict, generator: torch.Generator) -> None:
@@ -208,7 +245,7 @@ def write_checkpoint(directory: Path, name: str, settings: dict, generator: torc
     from llavamini.model.language_model.llavamini_llama import LlavaMiniLlamaForCausalLM
 
     tokenizer = write_tokenizer(directory, settings["reserved"])
-    config = release_config(name, settings, tokenizer)
+    config = release_config(settings, tokenizer)
     model = LlavaMiniLlamaForCausalLM(config)
     fp16_exact_(model, generator)
     if settings["tower_in_shards"]:
@@ -258,7 +295,9 @@ class Recorder:
         self.compressor.clear()
 
 
-def run_case(model, recorder, tokenizer, image_processor, conversation, run_llava_mini, kind, media, settings) -> dict:
+def run_case(
+    model, recorder, tokenizer, image_processor, conversation, run_llava_mini, kind, media, settings
+) -> dict:
     """The release's preprocessing, prompt, forward and greedy generation for one image or video."""
     from llavamini.constants import DEFAULT_IMAGE_TOKEN, IMAGE_TOKEN_INDEX
     from llavamini.mm_utils import process_images, tokenizer_image_token
@@ -280,7 +319,9 @@ def run_case(model, recorder, tokenizer, image_processor, conversation, run_llav
         images = pixels.view(bsz, len(frames), -1, rgb, height, width)
     else:  # its image branch
         image = run_llava_mini.load_image(str(media))
-        images = process_images(run_llava_mini.split_image(image, n=ratio), image_processor, model.config).unsqueeze(0)
+        images = process_images(
+            run_llava_mini.split_image(image, n=ratio), image_processor, model.config
+        ).unsqueeze(0)
     images = images.float()
 
     bos = tokenizer.bos_token_id
@@ -297,28 +338,45 @@ def run_case(model, recorder, tokenizer, image_processor, conversation, run_llav
         compressed = torch.stack(recorder.compressor)  # (frames or 1, 1, C*C, width)
         logits = model(input_ids=ids, images=images).logits
         output = model.generate(
-            ids, images=images, do_sample=False, num_beams=1, max_new_tokens=MAX_NEW_TOKENS, use_cache=True,
+            ids,
+            images=images,
+            do_sample=False,
+            num_beams=1,
+            max_new_tokens=MAX_NEW_TOKENS,
+            use_cache=True,
             pad_token_id=tokenizer.convert_tokens_to_ids("<|finetune_right_pad_id|>"),
-            output_scores=True, return_dict_in_generate=True,
-        )  # fmt: skip
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
     margins = [float(s[0].topk(2).values.diff().abs()) for s in output.scores]
     greedy = output.sequences[0]
     return dict(
         tensors=dict(
-            input_ids_release=raw_ids[0], input_ids=ids[0], pixel_values=images[0].contiguous(),
-            tower_output=tower.contiguous(), compressor_output=compressed[:, 0].contiguous(),
-            inputs_embeds=embeds[0].contiguous(), logits=logits[0].contiguous(), greedy_ids=greedy,
-        ),  # fmt: skip
+            input_ids_release=raw_ids[0],
+            input_ids=ids[0],
+            pixel_values=images[0].contiguous(),
+            tower_output=tower.contiguous(),
+            compressor_output=compressed[:, 0].contiguous(),
+            inputs_embeds=embeds[0].contiguous(),
+            logits=logits[0].contiguous(),
+            greedy_ids=greedy,
+        ),
         info=dict(
-            question=question, prompt=prompt, input_ids_release=raw_ids[0].tolist(), greedy_ids=greedy.tolist(),
-            greedy_text=tokenizer.decode(greedy), min_greedy_margin=min(margins),
-        ),  # fmt: skip
+            question=question,
+            prompt=prompt,
+            input_ids_release=raw_ids[0].tolist(),
+            greedy_ids=greedy.tolist(),
+            greedy_text=tokenizer.decode(greedy),
+            min_greedy_margin=min(margins),
+        ),
     )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, required=True, help="tests/model/release_parity of the repository")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="tests/model/release_parity of the repository"
+    )
     args = parser.parse_args()
     out = args.out.resolve()
     torch.manual_seed(SEED)
@@ -341,16 +399,24 @@ def main() -> int:
     (out / "references").mkdir()
     index = dict(
         source="https://github.com/ictnlp/LLaVA-Mini @ 47da1137f7b503be685ab5faa9f64a88b102e786",
-        versions=dict(python=sys.version.split()[0], torch=torch.__version__, transformers=transformers.__version__,
-                      decord=__import__("decord").__version__, numpy=np.__version__,
-                      pillow=Image.__version__, av=av.__version__),  # fmt: skip
-        max_new_tokens=MAX_NEW_TOKENS, cases={},
+        versions=dict(
+            python=sys.version.split()[0],
+            torch=torch.__version__,
+            transformers=transformers.__version__,
+            decord=__import__("decord").__version__,
+            numpy=np.__version__,
+            pillow=Image.__version__,
+            av=av.__version__,
+        ),
+        max_new_tokens=MAX_NEW_TOKENS,
+        cases={},
     )
     eval_modules = None
     for name, settings in CHECKPOINTS.items():
         directory = out / name
         directory.mkdir()
-        with working_directory(directory):  # mm_vision_tower "../clip-tower" resolves from here, as in the release
+        # mm_vision_tower "../clip-tower" resolves from the checkpoint's directory, as in the release
+        with working_directory(directory):
             write_checkpoint(directory, name, settings, generator)
             if eval_modules is None:
                 eval_modules = import_release_eval_modules(directory)
@@ -360,11 +426,16 @@ def main() -> int:
             model.float().eval()  # loaded in float16 (lossless: the weights are float16 values), run in float32
             recorder = Recorder(model)
             for kind, media in (("image", image_path), ("video", video_path)):
-                case = run_case(model, recorder, tokenizer, image_processor, *eval_modules, kind, media, settings)
+                case = run_case(
+                    model, recorder, tokenizer, image_processor, *eval_modules, kind, media, settings
+                )
                 save_file(case["tensors"], out / "references" / f"{name}_{kind}.safetensors")
-                index["cases"][f"{name}_{kind}"] = dict(checkpoint=name, media=f"media/{Path(media).name}",
-                                                        **settings, **case["info"])  # fmt: skip
-                print(name, kind, case["info"]["greedy_text"], "min margin", case["info"]["min_greedy_margin"])
+                index["cases"][f"{name}_{kind}"] = dict(
+                    checkpoint=name, media=f"media/{Path(media).name}", **settings, **case["info"]
+                )
+                print(
+                    name, kind, case["info"]["greedy_text"], "min margin", case["info"]["min_greedy_margin"]
+                )
     (out / "references" / "index.json").write_text(json.dumps(index, indent=2) + "\n")
     return 0
 
