@@ -155,18 +155,23 @@ def write_release(
     compressor_size: int = 1,
     vision: dict | None = None,
     store_tower: bool = True,
-    tower_name: str = "openai/clip-vit-large-patch14-336",
+    tower_name: str | None = None,
     dtype: torch.dtype = torch.float32,
     seed: int = 0,
 ) -> dict[str, torch.Tensor]:
     """Write config.json, two safetensors shards and tokenizer files as the release lays them out.
 
     Returns every weight under its release name (the tower under the release's prefix even when not stored).
+    tower_name: `mm_vision_tower`; None writes the tower's config.json to `clip-tower/` beside the weights
+    and names that directory (relative to the checkpoint), so nothing is looked up on the hub.
     """
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = release_tokenizer_files(directory)
     text = text_fields(len(tokenizer))
     vision = vision or vision_fields()
+    if tower_name is None:
+        CLIPVisionConfig(**vision).save_pretrained(directory / "clip-tower")
+        tower_name = "clip-tower"
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     llama = LlamaForCausalLM(LlamaConfig(**text))

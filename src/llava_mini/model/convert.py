@@ -54,8 +54,8 @@ def add_convert_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--vision-tower",
         default=None,
-        help="directory or hub id of the CLIP tower, used when the release's weights do not hold it "
-        "(default: the name in its config.json, openai/clip-vit-large-patch14-336)",
+        help="directory or hub id of the CLIP tower: its config (head count included) always, its weights "
+        "when the release's shards do not hold them (default: mm_vision_tower in its config.json)",
     )
     parser.add_argument(
         "--assistant-header",

@@ -6,10 +6,11 @@ under `model.` (see /work/shared/spec/official-llava-mini.md and docs/release.md
 
 * recognises such a directory (`is_release_checkpoint`),
 * maps its config to a `LlavaMiniConfig` (`release_config_to_llava_mini`; the vision tower's config is read
-  off its weights when they are stored, else loaded by the name in `mm_vision_tower`),
+  from `mm_vision_tower` as the release does, its weights from the shards when stored there),
 * renames its weights to ours while `from_pretrained` streams them (`RELEASE_KEY_MAPPING`),
 * gives its tokenizer real `<image>` / `<video>` tokens (two of LLaMA-3's reserved special tokens, so the
-  vocabulary and the logits keep their size) and the release's prompt format (`release_tokenizer`),
+  vocabulary and the logits keep their size; new tokens when too few are reserved) and the release's
+  prompt format (`release_tokenizer`),
 * and returns the model with a matching processor (`load_release`).
 """
 
@@ -178,7 +179,8 @@ def vision_config_from_weights(tensors: dict[str, TensorInfo]) -> dict | None:
     """A CLIP vision config read off the stored tower's weight shapes (None when the tower is not stored).
 
     Widths, depth, patch and image size come from the shapes; the head count, which no shape shows, is
-    width / 64 as in every CLIP ViT (16 heads for ViT-L/14-336); CLIP's defaults give the rest.
+    guessed as width / 64 (16 heads for ViT-L/14-336); CLIP's defaults give the rest. Used to check the named
+    tower's config against the weights, and as a last resort when that config cannot be read.
     """
     prefix = VISION_PREFIX
     if prefix + "embeddings.patch_embedding.weight" not in tensors:
@@ -205,17 +207,74 @@ def vision_config_from_weights(tensors: dict[str, TensorInfo]) -> dict | None:
     )
 
 
+def resolve_vision_tower(name: str, checkpoint: Path) -> str:
+    """Where `mm_vision_tower` points: an existing directory (as given, which is how the release reads it, or
+    relative to the checkpoint), else the name itself (a hub id)."""
+    given = Path(name).expanduser()
+    if given.is_dir():
+        return str(given)
+    beside = checkpoint / name
+    if not given.is_absolute() and beside.is_dir():
+        return str(beside)
+    return name
+
+
 def vision_config_by_name(name: str) -> dict:
-    """The vision config of the tower named in `mm_vision_tower` (a hub id, or a local directory)."""
+    """The vision config of the tower `name` (a local directory or a hub id), as the release reads it
+    (`CLIPVisionConfig.from_pretrained(mm_vision_tower)`); a full CLIP config gives its vision part."""
     try:
         config = AutoConfig.from_pretrained(name)
     except (OSError, ValueError) as error:
         raise ValueError(
-            f"the release's weights hold no vision tower and its config names {name!r}, which could not be "
-            f"loaded ({error}); pass vision_tower=DIR (CLI: --vision-tower DIR) with a local copy of that model"
+            f"the vision tower's config names {name!r}, which could not be loaded ({error}); pass "
+            "vision_tower=DIR (CLI: --vision-tower DIR) with a local copy of that model"
         ) from error
     config = getattr(config, "vision_config", config)  # a full CLIP checkpoint nests the tower's config
     return config.to_dict()
+
+
+TOWER_SHAPE_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "image_size", "patch_size")
+
+
+def release_vision_config(tower_source: str | None, stored: dict | None, checkpoint: Path) -> dict:
+    """The tower's config: from `mm_vision_tower` as the release builds it; read off the stored weights (heads
+    guessed 64 wide, with a warning) only when no config can be had. A named config that contradicts the
+    stored weights is an error."""
+    named, reason = None, "no mm_vision_tower in config.json"
+    if tower_source:
+        local = Path(tower_source).is_dir()
+        if local or is_hub_id(tower_source):
+            try:
+                named = vision_config_by_name(tower_source)
+            except ValueError as error:
+                reason = str(error)
+        else:
+            reason = f"{tower_source!r} is neither a directory (as given or in {checkpoint}) nor a hub id"
+    if named is None:
+        if stored is None:
+            raise ValueError(
+                f"{checkpoint}: the release's weights hold no vision tower and its config could not be read: "
+                f"{reason}; pass vision_tower=DIR (CLI: --vision-tower DIR) with a local copy of that model"
+            )
+        logger.warning(
+            "%s: the vision tower's config could not be read (%s); guessing it from the stored weights with "
+            "%d attention heads (width %d / %d). A tower whose heads are not %d wide will compute wrongly: "
+            "pass vision_tower=DIR with its config.json",
+            checkpoint, reason, stored["num_attention_heads"], stored["hidden_size"], CLIP_HEAD_DIM, CLIP_HEAD_DIM,
+        )  # fmt: skip
+        return stored
+    if stored is not None:
+        differing = [
+            f"{key} {named.get(key)} vs {stored[key]}"
+            for key in TOWER_SHAPE_FIELDS
+            if named.get(key) != stored[key]
+        ]
+        if differing:
+            raise ValueError(
+                f"{checkpoint}: the vision tower config of {tower_source!r} does not fit the stored tower's "
+                f"weights ({'; '.join(differing)})"
+            )
+    return named
 
 
 def text_config_from_release(release: dict) -> dict:
@@ -291,22 +350,34 @@ def release_tokenizer(source: str | os.PathLike, assistant_header: bool = False)
     """The release's tokenizer with `<image>` / `<video>` tokens, its pad token and the release's prompt format.
 
     The two media tokens take the ids of LLaMA-3's first two reserved special tokens (128002, 128003 in
-    the release), which the release never uses: the vocabulary and the logits keep their size.
+    the release), which the release never uses: the vocabulary and the logits keep their size. A tokenizer
+    with fewer reserved tokens gets the rest as new tokens after its last id (logged; `load_release` grows
+    the embeddings when they have no row for them).
     """
     # Not AutoTokenizer: it would parse config.json, whose model_type transformers does not know.
     tokenizer = PreTrainedTokenizerFast.from_pretrained(source)
     vocab = tokenizer.get_vocab()
-    renames: dict[int, str] = {}
     missing = [token for token in (IMAGE_TOKEN, VIDEO_TOKEN) if token not in vocab]
     if missing:
         reserved = sorted(token_id for token, token_id in vocab.items() if RESERVED_TOKEN.fullmatch(token))
-        if len(reserved) < len(missing):
-            raise ValueError(
-                f"the tokenizer in {source} has neither {' nor '.join(missing)} nor enough unused "
-                "<|reserved_special_token_N|> tokens to hold them"
-            )
         renames = dict(zip(reserved, missing, strict=False))
-        tokenizer = rename_special_tokens(tokenizer, renames)
+        if renames:
+            tokenizer = rename_special_tokens(tokenizer, renames)
+        added = missing[len(renames) :]
+        if added:  # too few reserved tokens: new ids after the last one, every other id unchanged
+            first_id = len(tokenizer)
+            tokenizer.add_special_tokens(
+                {"additional_special_tokens": added}, replace_extra_special_tokens=False
+            )
+            logger.warning(
+                "the tokenizer in %s has %d unused reserved special token(s); added %s as new token(s) %s",
+                source, len(renames), " and ".join(added),
+                ", ".join(str(tokenizer.convert_tokens_to_ids(t)) for t in added),
+            )  # fmt: skip
+            if tokenizer.convert_tokens_to_ids(added[0]) != first_id:
+                raise ValueError(
+                    f"the tokenizer in {source}: {added[0]} did not get the next free id {first_id}"
+                )
     if tokenizer.chat_template is None:
         raise ValueError(
             f"the tokenizer in {source} has no chat_template: the release's prompt format needs it"
@@ -336,8 +407,10 @@ def load_release(
 ) -> tuple[LlavaMiniForConditionalGeneration, LlavaMiniProcessor]:
     """Load a release-layout checkpoint (directory or hub id) as our model plus a matching processor.
 
-    vision_tower: where to load the CLIP tower from when the release's weights do not hold it (default: the
-        name in its config, `openai/clip-vit-large-patch14-336`); a local directory works offline.
+    vision_tower: the CLIP tower (directory or hub id) whose config.json gives the tower's shape and head
+        count, and whose weights are used when the release's shards do not hold them (default: its
+        `mm_vision_tower`, as a directory as given or relative to the checkpoint, else a hub id); a local
+        directory works offline.
     assistant_header: False renders prompts exactly as the release does (its chat template with
         add_generation_prompt=False); True lets our processor append the assistant header.
     load_kwargs: `from_pretrained` options, as `llava_mini.model.loading.load_options` builds them
@@ -362,14 +435,10 @@ def load_release(
     tokenizer = release_tokenizer(directory, assistant_header=assistant_header)
 
     tower_name = str(vision_tower) if vision_tower is not None else release.get("mm_vision_tower")
-    vision_config = vision_config_from_weights(tensors)
-    tower_stored = vision_config is not None
-    if not tower_stored:
-        if not tower_name:
-            raise ValueError(
-                f"{directory}: no vision tower weights and no mm_vision_tower name in config.json"
-            )
-        vision_config = vision_config_by_name(tower_name)
+    tower_source = resolve_vision_tower(tower_name, directory) if tower_name else None
+    stored_config = vision_config_from_weights(tensors)
+    tower_stored = stored_config is not None
+    vision_config = release_vision_config(tower_source, stored_config, directory)
     config = release_config_to_llava_mini(
         release, vision_config, tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
     )
@@ -386,7 +455,8 @@ def load_release(
             f"{directory}: weights missing from the release checkpoint, e.g. {sorted(missing)[:5]}"
         )
     if not tower_stored:
-        load_vision_tower(model, tower_name)
+        load_vision_tower(model, tower_source)
+    fit_embeddings_to_tokenizer(model, tokenizer)
     # from_pretrained remembers the renaming to save in the source's layout; this model is ours now,
     # so `save_pretrained` must write our names (tested in tests/model/test_release.py).
     model._weight_conversions = []
@@ -395,12 +465,35 @@ def load_release(
     model.generation_config.bos_token_id = tokenizer.bos_token_id
 
     image_processor = LlavaMiniImageProcessor(
-        size=int(config.vision_config.image_size), resolution_ratio=config.resolution_ratio
+        size=int(config.vision_config.image_size),
+        resolution_ratio=config.resolution_ratio,
+        frame_resize="release",
     )
     processor = LlavaMiniProcessor.for_config(
         config, tokenizer, image_processor, system_prompt=RELEASE_SYSTEM_PROMPT
     )
     return model, processor
+
+
+def fit_embeddings_to_tokenizer(
+    model: LlavaMiniForConditionalGeneration, tokenizer: PreTrainedTokenizerBase
+) -> None:
+    """Give media tokens added past the checkpoint's vocabulary embedding rows (only when it has none).
+
+    The new rows are zeros; a media token's embedding is never read (its slots receive vision tokens), and
+    generation never emits it (`suppress_tokens`), so every other token's logits and choices are unchanged.
+    """
+    rows = model.get_input_embeddings().weight.shape[0]
+    needed = max(tokenizer.convert_tokens_to_ids(token) for token in (IMAGE_TOKEN, VIDEO_TOKEN)) + 1
+    if needed <= rows:
+        return
+    model.language_model.resize_token_embeddings(needed, mean_resizing=False)
+    model.config.text_config.vocab_size = needed
+    with torch.no_grad():
+        model.get_input_embeddings().weight[rows:] = 0
+        model.get_output_embeddings().weight[rows:] = 0
+    model.generation_config.suppress_tokens = list(range(rows, needed))
+    logger.warning("the embeddings grew from %d to %d rows for the added media tokens", rows, needed)
 
 
 def load_vision_tower(model: LlavaMiniForConditionalGeneration, name: str) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
 from llava_mini.model.configuration import views_per_picture
@@ -21,6 +22,8 @@ IMAGE_PROCESSOR_CONFIG_NAME = "preprocessor_config.json"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 DEFAULT_MAX_PIXELS = 64_000_000
+RELEASE_FRAME_SIZE = 336  # the release resizes every video frame to 336 x 336 (eval/run_llava_mini.py)
+FRAME_RESIZE_MODES = ("pillow", "release")
 
 
 def load_image(source: str | os.PathLike | Image.Image, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -68,6 +71,14 @@ def split_into_crops(image: Image.Image, ratio: int) -> list[Image.Image]:
     ]
 
 
+def resize_frame_like_release(frame: Image.Image, size: int = RELEASE_FRAME_SIZE) -> Image.Image:
+    """A video frame resized to size x size as the release does: `torch.nn.functional.interpolate` in its
+    default nearest mode, which picks other source pixels than Pillow's NEAREST."""
+    pixels = torch.from_numpy(np.array(frame.convert("RGB"))).permute(2, 0, 1).unsqueeze(0).float()
+    resized = F.interpolate(pixels, size=(size, size))  # (1, 3, size, size)
+    return Image.fromarray(resized[0].permute(1, 2, 0).to(torch.uint8).numpy())
+
+
 @dataclass
 class LlavaMiniImageProcessor:
     """Pictures -> normalised tensors of shape (S, 3, size, size), S = 1 or ratio*ratio crops + the global view."""
@@ -76,6 +87,14 @@ class LlavaMiniImageProcessor:
     image_mean: tuple[float, float, float] = CLIP_MEAN
     image_std: tuple[float, float, float] = CLIP_STD
     resolution_ratio: int = 1
+    # Video frames: "pillow" resizes each view straight to `size` with Pillow's NEAREST (this project's
+    # models); "release" follows the released code: the frame to 336 x 336 with torch's nearest, the HD
+    # crops cut from that, every view then resized to `size` with bicubic (as its CLIP processor does).
+    frame_resize: str = "pillow"
+
+    def __post_init__(self) -> None:
+        if self.frame_resize not in FRAME_RESIZE_MODES:
+            raise ValueError(f"frame_resize must be one of {FRAME_RESIZE_MODES}, got {self.frame_resize!r}")
 
     @property
     def background(self) -> tuple[int, int, int]:
@@ -104,14 +123,15 @@ class LlavaMiniImageProcessor:
         return torch.stack([self.normalise(view, Image.Resampling.BICUBIC) for view in padded])
 
     def preprocess_frames(self, frames: Sequence[Image.Image]) -> torch.Tensor:
-        """Video frames -> (T, S, 3, size, size); frames are resized straight (no padding, nearest), as released."""
+        """Video frames -> (T, S, 3, size, size); no padding; resized as `frame_resize` says."""
         if not frames:
             raise ValueError("a video needs at least one frame")
+        resample = Image.Resampling.NEAREST
+        if self.frame_resize == "release":
+            frames = [resize_frame_like_release(frame) for frame in frames]
+            resample = Image.Resampling.BICUBIC
         return torch.stack(
-            [
-                torch.stack([self.normalise(view, Image.Resampling.NEAREST) for view in self.views(frame)])
-                for frame in frames
-            ]
+            [torch.stack([self.normalise(view, resample) for view in self.views(frame)]) for frame in frames]
         )
 
     def __call__(self, images: Sequence[Image.Image]) -> torch.Tensor:
