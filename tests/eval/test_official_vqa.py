@@ -86,9 +86,14 @@ def test_vqav2_official_files_score_as_the_vqa_api(tmp_path):
     official = json.loads((data / "official_vqaeval_converted.json").read_text())
     results = vqav2.score(records, None)
     assert round(100 * results.metrics["accuracy"], 2) == official["accuracy"]["overall"]
-    assert {kind: round(100 * row["accuracy"], 2) for kind, row in results.categories.items()} == official[
-        "accuracy"
-    ]["perAnswerType"]
+    per_type = {kind: round(100 * row["accuracy"], 2) for kind, row in results.categories.items()}
+    by_question_type = {k: v for k, v in per_type.items() if k.startswith("question type/")}
+    assert {k: v for k, v in per_type.items() if k not in by_question_type} == official["accuracy"][
+        "perAnswerType"
+    ]
+    assert {k.removeprefix("question type/"): v for k, v in by_question_type.items()} == official["accuracy"][
+        "perQuestionType"
+    ]
     for record in records:
         accuracy = official_vqa_accuracy(evalai_answer(record["answer"]), record["meta"]["answers"])
         assert round(100 * accuracy, 2) == official["evalQA"][str(record["meta"]["question_id"])]
@@ -281,3 +286,29 @@ def test_reading_names_are_checked():
         only_official.scorer("lenient")
     with pytest.raises(ValueError, match="unknown reading 'strict'"):
         only_official.scorer("strict")
+
+
+def test_cli_reading_option(tmp_path, capsys):
+    from llava_mini.cli import main
+
+    questions = read_jsonl(OFFICIAL / "gqa" / "llava_gqa_testdev_balanced.jsonl")
+    data = with_images(OFFICIAL / "gqa", tmp_path / "gqa", "images", sorted({q["image"] for q in questions}))
+    items = get_benchmark("gqa").load(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    answers = records_for(items, [reply["text"] for reply in read_jsonl(data / "merge.jsonl")])
+    (out / ANSWERS_FILE).write_text("".join(json.dumps(r) + "\n" for r in answers))
+    printed = {}
+    for reading in ("official", "lenient"):
+        assert (
+            main(["eval", "gqa", "--data", str(data), "--out", str(out), "--json", "--reading", reading]) == 0
+        )
+        printed[reading] = json.loads(capsys.readouterr().out)
+    assert printed["official"]["reading"] == "official"
+    assert (
+        f"{100 * printed['official']['metrics']['accuracy']:.2f}"
+        == gqa_printed(data / "official_eval.txt")["Accuracy"]
+    )
+    assert printed["lenient"]["metrics"]["accuracy"] > printed["official"]["metrics"]["accuracy"]
+    with pytest.raises(SystemExit):
+        main(["eval", "gqa", "--data", str(data), "--reading", "strict"])

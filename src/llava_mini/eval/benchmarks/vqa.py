@@ -36,6 +36,7 @@ from llava_mini.eval.benchmarks.base import (
     read_jsonl,
 )
 from llava_mini.eval.scoring import (
+    count_by,
     evalai_answer,
     group_mean,
     official_vqa_accuracy,
@@ -103,29 +104,41 @@ AccuracyFn = Callable[[str, Sequence[str]], float]
 
 
 def vqa_results(records: list[dict], accuracy: AccuracyFn, reading: str) -> Results:
-    """Mean accuracy overall and per answer type over the records that carry ground-truth answers."""
-    scored = [
-        (r["meta"].get("answer_type") or "all", accuracy(r["answer"], r["meta"]["answers"]))
-        for r in records
-        if r["meta"].get("answers")
-    ]
-    if not scored:
+    """Mean accuracy overall, per answer type and (VQAv2) per "question type/<type>", over the records that
+    carry ground-truth answers, as the VQA API's accuracy dict splits it."""
+    answered = [r for r in records if r["meta"].get("answers")]
+    if not answered:
         return Results(
             metrics={"accuracy": "not scored (no answers: upload the submission file)"},
             notes=["no ground-truth answers in the data folder; the submission file was written instead"],
         )
-    by_type = group_mean(scored)
-    counts = {key: sum(1 for kind, _ in scored if key in ("all", kind)) for key in by_type}
+    scores = [accuracy(r["answer"], r["meta"]["answers"]) for r in answered]
+    by_answer_type = [
+        (r["meta"].get("answer_type") or "all", score) for r, score in zip(answered, scores, strict=True)
+    ]
+    by_question_type = [
+        (f"question type/{r['meta']['question_type']}", score)
+        for r, score in zip(answered, scores, strict=True)
+        if r["meta"].get("question_type")
+    ]
+    categories = {}
+    for pairs in (by_answer_type, by_question_type):
+        totals = count_by(key for key, _ in pairs)
+        categories.update(
+            {
+                key: {"accuracy": value, "total": totals[key]}
+                for key, value in group_mean(pairs).items()
+                if key != "all"
+            }
+        )
     notes = [f"{reading} reading"]
-    if len(scored) < len(records):
+    if len(answered) < len(records):
         notes.append(
-            f"{len(records) - len(scored)} of {len(records)} questions have no answers and are not scored"
+            f"{len(records) - len(answered)} of {len(records)} questions have no answers and are not scored"
         )
     return Results(
-        metrics={"accuracy": by_type["all"], "scored": len(scored), "total": len(records)},
-        categories={
-            key: {"accuracy": value, "total": counts[key]} for key, value in by_type.items() if key != "all"
-        },
+        metrics={"accuracy": sum(scores) / len(scores), "scored": len(answered), "total": len(records)},
+        categories=categories,
         notes=notes,
     )
 
