@@ -21,6 +21,7 @@ from llava_mini.eval.runner import ANSWERS_FILE, run_benchmark
 from llava_mini.eval.scoring import (
     evalai_answer,
     official_vqa_accuracy,
+    vqa_accuracy,
     vqa_process_digit_article,
     vqa_process_punctuation,
 )
@@ -56,6 +57,8 @@ def test_vqa_api_answer_processing_equals_vqaeval():
     ours = {raw: vqa_process_digit_article(vqa_process_punctuation(raw)) for raw in recorded}
     assert ours == recorded
     assert recorded["yes" + "." * 40] == "yes" + "." * 8  # only 32 periods go (re.UNICODE as `count`)
+    assert official_vqa_accuracy("yes" + "." * 40, ["yes"] * 8 + ["no"] * 2) == 0
+    assert vqa_accuracy("yes" + "." * 40, ["yes"] * 8 + ["no"] * 2) == 1  # lenient: every period goes
 
 
 def test_evalai_processor_equals_release_m4c():

@@ -1,6 +1,9 @@
 """Scorers shared by the benchmarks: VQA accuracy, exact match, yes/no, option letters, POPE, MME, MMBench.
 
 Every function here is pure (answers in, numbers out) so that each can be checked on hand-computed cases.
+The VQA-family functions reproduce the official scripts (`official_vqa_accuracy`: the VQA API's vqaEval.py;
+`evalai_answer` and `textvqa_accuracy`: the release's m4c evaluator; `gqa_prediction`: the release's GQA
+converter); `vqa_accuracy` and `normalize_short_answer` are the lenient readings.
 Fractions are in [0, 1]; the markdown tables print them as percentages. MME's scores are its own sums of
 percentages (perception out of 2000, cognition out of 800), as its authors report them.
 """
@@ -82,11 +85,12 @@ _PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
 PERIODS_STRIPPED = 32
 
 
-def vqa_process_punctuation(text: str) -> str:
+def vqa_process_punctuation(text: str, every_period: bool = False) -> str:
     """The VQA API's processPunctuation (vqaEval.py): a mark next to a space, or any mark once the text holds
     a "1,000"-style comma, is deleted; other marks become spaces; then periods not before a digit go.
 
     The tests look at the text as given, not as it is being rewritten, exactly as the API does.
+    `every_period` lifts the 32-period limit (the lenient reading).
     """
     strip_all = _COMMA_BETWEEN_DIGITS.search(text) is not None
     out = text
@@ -95,7 +99,7 @@ def vqa_process_punctuation(text: str) -> str:
             out = out.replace(mark, "")
         else:
             out = out.replace(mark, " ")
-    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out, count=PERIODS_STRIPPED)
+    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out, count=0 if every_period else PERIODS_STRIPPED)
 
 
 def vqa_process_digit_article(text: str) -> str:
@@ -109,10 +113,10 @@ def vqa_process_digit_article(text: str) -> str:
     return " ".join(words)
 
 
-def normalize_vqa_answer(text: str) -> str:
+def normalize_vqa_answer(text: str, every_period: bool = False) -> str:
     """The VQA API's answer processing, applied unconditionally: "Two dogs." -> "2 dogs"."""
     text = text.replace("\n", " ").replace("\t", " ").strip()
-    return vqa_process_digit_article(vqa_process_punctuation(text))
+    return vqa_process_digit_article(vqa_process_punctuation(text, every_period))
 
 
 def evalai_answer(text: str) -> str:
@@ -133,16 +137,16 @@ def _leave_one_out(answer: str, truths: Sequence[str]) -> float:
 
 
 def vqa_accuracy(prediction: str, ground_truths: Sequence[str]) -> float:
-    """Lenient VQA accuracy: both sides always normalised (`normalize_vqa_answer`), then leave-one-out.
+    """Lenient VQA accuracy: both sides always normalised (`normalize_vqa_answer`, every period not before a
+    digit removed), then leave-one-out.
 
     With 10 annotators an answer given by 4 or more scores 1, by 3 scores 0.9 (= (7 * 1 + 3 * 2/3) / 10),
     by 2 scores 0.6, by 1 scores 0.3, by none 0.
     """
     if not ground_truths:
         raise ValueError("vqa_accuracy needs at least one ground-truth answer")
-    return _leave_one_out(
-        normalize_vqa_answer(prediction), [normalize_vqa_answer(truth) for truth in ground_truths]
-    )
+    answer = normalize_vqa_answer(prediction, every_period=True)
+    return _leave_one_out(answer, [normalize_vqa_answer(truth, every_period=True) for truth in ground_truths])
 
 
 def official_vqa_accuracy(answer: str, ground_truths: Sequence[str]) -> float:
