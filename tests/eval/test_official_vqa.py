@@ -250,9 +250,25 @@ def test_textvqa_official_layout_and_errors(tmp_path):
 # --- GQA --------------------------------------------------------------------------------------------
 
 
+SECTIONS = {
+    "Accuracy / structural type": "structural",
+    "Accuracy / semantic type": "semantic",
+    "Accuracy / steps number": "steps",
+    "Accuracy / words number": "words",
+}
+
+
 def gqa_printed(path: Path) -> dict[str, str]:
-    """eval.py's lines "Name: 12.34%" and "  name: 12.34% (n questions)" -> {name: "12.34"}."""
-    return dict(re.findall(r"^\s*([\w]+): ([\d.]+)%", path.read_text(), flags=re.M))
+    """eval.py's output as {"Accuracy": "46.88", "Distribution": "0.04", "structural/query": "28.57", ...}."""
+    printed, section = {}, None
+    for line in path.read_text().splitlines():
+        if line.rstrip(":") in SECTIONS:
+            section = SECTIONS[line.rstrip(":")]
+        elif match := re.match(r"^  (\w+): ([\d.]+)% \((\d+) questions\)$", line):
+            printed[f"{section}/{match[1]}"] = match[2]
+        elif match := re.match(r"^(\w+): ([\d.]+)", line):
+            printed[match[1]] = match[2]
+    return printed
 
 
 def test_gqa_scores_and_predictions_equal_release_and_eval_py(tmp_path):
@@ -267,10 +283,13 @@ def test_gqa_scores_and_predictions_equal_release_and_eval_py(tmp_path):
 
     printed = gqa_printed(data / "official_eval.txt")
     results = gqa.score(records, None)
-    for metric in ("accuracy", "binary", "open"):
-        assert f"{100 * results.metrics[metric]:.2f}" == printed[metric.capitalize()]
-    for key, row in results.categories.items():
-        assert f"{100 * row['accuracy']:.2f}" == printed[key.split("/")[1]], key
+    for metric in ("accuracy", "binary", "open", "distribution"):
+        assert (
+            f"{(1 if metric == 'distribution' else 100) * results.metrics[metric]:.2f}"
+            == printed[metric.capitalize()]
+        ), metric
+    ours = {key: f"{100 * row['accuracy']:.2f}" for key, row in results.categories.items()}
+    assert ours == {key: value for key, value in printed.items() if "/" in key}
     assert results.metrics["total"] == 32  # the unbalanced question is not scored
     lenient = gqa.lenient_score(records, None)
     assert lenient.metrics["accuracy"] > results.metrics["accuracy"]  # " yes", "yes. ", "red\n" count

@@ -10,6 +10,7 @@ Also writes testdev_balanced_predictions.json ([{"questionId", "prediction"}]) f
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,13 +34,27 @@ from llava_mini.eval.scoring import gqa_prediction, letter_accuracy, normalize_s
 QUESTIONS = "testdev_balanced_questions.json"
 
 
+# Program steps eval.py does not count as reasoning steps (the final query adds no reasoning length).
+NOT_A_STEP = ("exist", "query: name", "choose name")
+
+
+def reasoning_steps(program: list[dict]) -> int:
+    """eval.py's getStepsNum: the program's operations, less those naming one of `NOT_A_STEP`."""
+    steps = [f"{op.get('operation')}: {op.get('argument')}" for op in program]
+    return sum(1 for step in steps if not any(skip in step for skip in NOT_A_STEP))
+
+
 def _annotation(entry: dict, where: str) -> dict:
+    """What the scorer needs of one GQA question: answer, balanced flag, types, lengths, answer group."""
     types = entry.get("types", {})
     return {
         "answer": field_of(entry, "answer", where),
         "balanced": bool(entry.get("isBalanced", True)),
         "structural": types.get("structural", ""),
         "semantic": types.get("semantic", ""),
+        "steps": reasoning_steps(entry.get("semantic", [])),
+        "words": len(str(entry.get("question", "")).split()),
+        "group": (entry.get("groups") or {}).get("global"),
     }
 
 
@@ -80,9 +95,25 @@ def load_official_gqa(question_file: Path) -> list[Item]:
     return items
 
 
-def gqa_results(records: list[dict], correct: Callable[[str, str], bool], reading: str) -> Results:
+def chi_square(gold: dict[str, Counter], predicted: dict[str, Counter]) -> float:
+    """eval.py's distribution score before its / 100: per answer group, sum of (o - e)^2 / e over the gold
+    answers, averaged over the groups weighted by their number of questions."""
+    weighted, questions = 0.0, 0
+    for group, expected in gold.items():
+        score = sum(
+            (predicted[group].get(answer, 0) - count) ** 2 / count for answer, count in expected.items()
+        )
+        weighted += score * sum(expected.values())
+        questions += sum(expected.values())
+    return weighted / questions
+
+
+def gqa_results(
+    records: list[dict], read: Callable[[str], str], read_gold: Callable[[str], str], reading: str
+) -> Results:
     """Accuracy over the balanced questions, split as eval.py prints it: binary / open, structural and
-    semantic types. Records of unbalanced questions are not scored (eval.py skips them)."""
+    semantic types, reasoning steps and question words, and the answer-distribution score (chi-square / 100,
+    lower is better). Records of unbalanced questions are not scored (eval.py skips them)."""
     missing = [r["id"] for r in records if "answer" not in r["meta"]]
     if missing:
         raise ValueError(f"GQA: no answer in {QUESTIONS} for question ids {missing[:5]}")
@@ -90,12 +121,18 @@ def gqa_results(records: list[dict], correct: Callable[[str, str], bool], readin
     if not balanced:
         raise ValueError("GQA: none of the answered questions is balanced (isBalanced); nothing to score")
     outcomes, by_kind = [], {"binary": [], "open": []}
+    gold, predicted = defaultdict(Counter), defaultdict(Counter)
     for record in balanced:
-        right = int(correct(record["answer"], record["meta"]["answer"]))
-        structural = record["meta"]["structural"]
-        by_kind["open" if structural == "query" else "binary"].append(right)
-        outcomes.append((f"structural/{structural}", right))
-        outcomes.append((f"semantic/{record['meta']['semantic']}", right))
+        meta = record["meta"]
+        prediction, answer = read(record["answer"]), read_gold(meta["answer"])
+        right = int(prediction == answer)
+        by_kind["open" if meta["structural"] == "query" else "binary"].append(right)
+        for key in ("structural", "semantic", "steps", "words"):
+            if key in meta:
+                outcomes.append((f"{key}/{meta[key]}", right))
+        if meta.get("group") is not None:
+            gold[meta["group"]][answer] += 1
+            predicted[meta["group"]][prediction] += 1
     table = letter_accuracy(outcomes)
     table.pop("all")
     total_right = sum(by_kind["binary"]) + sum(by_kind["open"])
@@ -106,6 +143,8 @@ def gqa_results(records: list[dict], correct: Callable[[str, str], bool], readin
         "correct": total_right,
         "total": len(balanced),
     }
+    if gold:
+        metrics["distribution"] = chi_square(gold, predicted) / 100
     notes = [f"{reading} reading"]
     if len(balanced) < len(records):
         notes.append(f"{len(records) - len(balanced)} unbalanced questions are not scored")
@@ -117,17 +156,17 @@ def gqa_results(records: list[dict], correct: Callable[[str, str], bool], readin
 
 
 def score_gqa(records: list[dict], judge: Judge | None = None) -> Results:
+    """Official: the release's converter (`gqa_prediction`), compared exactly with the answer (eval.py)."""
     return gqa_results(
-        records,
-        lambda answer, gold: gqa_prediction(answer) == gold,
-        "official (release convert_gqa_for_eval.py + GQA eval.py)",
+        records, gqa_prediction, str, "official (release convert_gqa_for_eval.py + GQA eval.py)"
     )
 
 
 def score_gqa_lenient(records: list[dict], judge: Judge | None = None) -> Results:
     return gqa_results(
         records,
-        lambda answer, gold: normalize_short_answer(answer) == normalize_short_answer(gold),
+        normalize_short_answer,
+        normalize_short_answer,
         "lenient (outer space and trailing periods stripped, lowercase)",
     )
 
