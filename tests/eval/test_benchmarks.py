@@ -112,7 +112,9 @@ def make_textvqa(root: Path, _video: Path) -> Path:
         [{"question_id": 7, "image": "a.jpg", "text": "What does it say?\nReference OCR token: stop"}],
     )
     png(root / "train_images" / "a.jpg")
-    dump(root / "TextVQA_0.5.1_val.json", {"data": [{"question_id": 7, "answers": ["stop"] * 10}]})
+    # the release's file carries the image id as question_id; answers are found by (image id, question)
+    entry = {"question_id": 34602, "image_id": 7, "question": "What does it say?", "answers": ["stop"] * 10}
+    dump(root / "TextVQA_0.5.1_val.json", {"data": [entry]})
     return root
 
 
@@ -530,7 +532,7 @@ def test_submission_files(tmp_path, video_template):
         {"question_id": 12, "answer": "2"},
         {"question_id": 13, "answer": ""},
     ]
-    # VizWiz: test.json's order
+    # VizWiz: the question file's order, as the release's converter writes it
     vizwiz = get_benchmark("vizwiz")
     data = make_vizwiz(tmp_path / "vizwiz", video_template)
     records = [
@@ -538,7 +540,7 @@ def test_submission_files(tmp_path, video_template):
         for i in vizwiz.load(data)
     ]
     (path,) = vizwiz.write_submission(records, data, tmp_path / "out")
-    assert [e["image"] for e in json.loads(path.read_text())] == ["VizWiz_test_1.jpg", "VizWiz_test_0.jpg"]
+    assert [e["image"] for e in json.loads(path.read_text())] == ["VizWiz_test_0.jpg", "VizWiz_test_1.jpg"]
     assert vizwiz.score(records, None).metrics["accuracy"].startswith("not scored")
     # MMBench: an .xlsx with one row per round and the picked letter
     mmbench = get_benchmark("mmbench")

@@ -1,6 +1,7 @@
 """Benchmark runner: items -> batched greedy answers -> DIR/answers.jsonl -> scores -> results.json/.md.
 
-`llava-mini eval TASK --data PATH [--model M] [--out DIR] [--json] [--batch-size B] [--limit N]`.
+`llava-mini eval TASK --data PATH [--model M] [--out DIR] [--json] [--batch-size B] [--limit N]
+[--reading official|lenient]`. The default reading reproduces the benchmark's official scripts.
 
 Resumable: each answer batch is appended to the answers file as soon as it is generated, and items whose
 id is already there are skipped, so a killed run continues where it stopped (a line cut off by the kill is
@@ -26,6 +27,7 @@ from tqdm import tqdm
 
 from llava_mini.eval.benchmarks import BENCHMARKS, get_benchmark
 from llava_mini.eval.benchmarks.base import (
+    READINGS,
     Benchmark,
     EncodedImage,
     FrameFolder,
@@ -233,7 +235,8 @@ def format_value(value: Any) -> str:
 
 def markdown_report(payload: dict) -> str:
     model = f", model `{payload['model']}`" if payload["model"] else ""
-    lines = [f"# {payload['title']}", "", f"{payload['items']} items{model}", ""]
+    reading = f", {payload['reading']} reading" if payload.get("reading", "official") != "official" else ""
+    lines = [f"# {payload['title']}", "", f"{payload['items']} items{model}{reading}", ""]
     lines += ["| metric | value |", "| --- | ---: |"]
     lines += [f"| {key} | {format_value(value)} |" for key, value in payload["metrics"].items()]
     categories = payload["categories"]
@@ -261,13 +264,15 @@ def run_benchmark(
     rank_and_world: tuple[int, int] | None = None,
     wait_timeout_s: float = 6 * 3600,
     model_name: str = "",
+    reading: str = "official",
 ) -> dict | None:
     """Answer (resuming), and on rank 0 score and write results.json / results.md; returns the results.
 
     `assistant` may be a loaded `LlavaMini` or a function that loads one (called only if work is left).
-    Returns None on ranks other than 0.
+    Returns None on ranks other than 0. `reading` picks the scorer: "official" (default) or "lenient".
     """
     benchmark = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
+    score = benchmark.scorer(reading)
     data, out = Path(data), Path(out)
     if not data.exists():
         raise FileNotFoundError(f"{benchmark.title} data not found: {data}")
@@ -291,12 +296,13 @@ def run_benchmark(
     if rank != 0:
         return None
     records = collect_answers(out, items, world, wait_timeout_s)
-    results = benchmark.score(records, judge)
+    results = score(records, judge)
     submission = benchmark.write_submission(records, data, out) if benchmark.write_submission else []
     payload = {
         "benchmark": benchmark.name,
         "title": benchmark.title,
         "model": model_name,
+        "reading": reading,
         "data": str(data),
         "items": len(records),
         **results.to_dict(),
@@ -344,6 +350,12 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--wait-timeout", type=float, default=6 * 3600, help="rank 0's wait for other ranks (s)"
+    )
+    parser.add_argument(
+        "--reading",
+        default="official",
+        choices=READINGS,
+        help="official: the benchmark's official scripts (default); lenient: the project's forgiving reading",
     )
 
 
@@ -399,6 +411,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         judge=judge,
         wait_timeout_s=args.wait_timeout,
         model_name=args.model or "llava-mini-tiny (shipped)",
+        reading=args.reading,
     )
     if payload is not None:
         print(json.dumps(payload, indent=2, ensure_ascii=False) if args.json else markdown_report(payload))

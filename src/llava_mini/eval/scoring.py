@@ -1,6 +1,9 @@
 """Scorers shared by the benchmarks: VQA accuracy, exact match, yes/no, option letters, POPE, MME, MMBench.
 
 Every function here is pure (answers in, numbers out) so that each can be checked on hand-computed cases.
+The VQA-family functions reproduce the official scripts (`official_vqa_accuracy`: the VQA API's vqaEval.py;
+`evalai_answer` and `textvqa_accuracy`: the release's m4c evaluator; `gqa_prediction`: the release's GQA
+converter); `vqa_accuracy` and `normalize_short_answer` are the lenient readings.
 Fractions are in [0, 1]; the markdown tables print them as percentages. MME's scores are its own sums of
 percentages (perception out of 2000, cognition out of 800), as its authors report them.
 """
@@ -77,20 +80,31 @@ _COMMA_BETWEEN_DIGITS = re.compile(r"(\d)(,)(\d)")
 # The official expression is "(?!<=\d)(\.)(?!\d)", whose first group is a (vacuous) look-ahead, not a
 # look-behind: in effect it drops every period that is not followed by a digit. Same behaviour here.
 _PERIOD_NOT_BEFORE_DIGIT = re.compile(r"\.(?!\d)")
+# Both official scripts call periodStrip.sub("", text, re.UNICODE): re.UNICODE (= 32) lands in sub()'s
+# `count` argument, so only the first 32 such periods are removed. Reproduced, since it changes scores.
+PERIODS_STRIPPED = 32
 
 
-def _strip_punctuation(text: str) -> str:
-    """Marks next to a space (or any, once a "1,000"-style comma appears) are deleted; others become spaces."""
+def vqa_process_punctuation(text: str, every_period: bool = False) -> str:
+    """The VQA API's processPunctuation (vqaEval.py): a mark next to a space, or any mark once the text holds
+    a "1,000"-style comma, is deleted; other marks become spaces; then periods not before a digit go.
+
+    The tests look at the text as given, not as it is being rewritten, exactly as the API does.
+    `every_period` lifts the 32-period limit (the lenient reading).
+    """
+    strip_all = _COMMA_BETWEEN_DIGITS.search(text) is not None
+    out = text
     for mark in VQA_PUNCTUATION:
-        if f"{mark} " in text or f" {mark}" in text or _COMMA_BETWEEN_DIGITS.search(text):
-            text = text.replace(mark, "")
+        if strip_all or f"{mark} " in text or f" {mark}" in text:
+            out = out.replace(mark, "")
         else:
-            text = text.replace(mark, " ")
-    return _PERIOD_NOT_BEFORE_DIGIT.sub("", text)
+            out = out.replace(mark, " ")
+    return _PERIOD_NOT_BEFORE_DIGIT.sub("", out, count=0 if every_period else PERIODS_STRIPPED)
 
 
-def _words_to_canonical(text: str) -> str:
-    """Lowercase, number words -> digits, articles dropped, apostrophe-less contractions restored."""
+def vqa_process_digit_article(text: str) -> str:
+    """The VQA API's processDigitArticle: lowercase, number words -> digits, articles dropped,
+    apostrophe-less contractions restored."""
     words = []
     for word in text.lower().split():
         word = NUMBER_WORDS.get(word, word)
@@ -99,22 +113,22 @@ def _words_to_canonical(text: str) -> str:
     return " ".join(words)
 
 
-def normalize_vqa_answer(text: str) -> str:
-    """The VQA protocol's answer processing: "Two dogs." -> "2 dogs", "The cat's" -> "cat's"."""
+def normalize_vqa_answer(text: str, every_period: bool = False) -> str:
+    """The VQA API's answer processing, applied unconditionally: "Two dogs." -> "2 dogs"."""
     text = text.replace("\n", " ").replace("\t", " ").strip()
-    return _words_to_canonical(_strip_punctuation(text))
+    return vqa_process_digit_article(vqa_process_punctuation(text, every_period))
 
 
-def vqa_accuracy(prediction: str, ground_truths: Sequence[str]) -> float:
-    """min(1, #matches / 3), averaged over the leave-one-annotator-out subsets (10 choose 9 for 10 answers).
+def evalai_answer(text: str) -> str:
+    """The release's `EvalAIAnswerProcessor` (llava/eval/m4c_evaluator.py, from pythia/mmf), used for the
+    VQAv2 / VizWiz uploads and for TextVQA scoring: lowercase, commas and "?" deleted, "'s" split off
+    ("What's" -> "what 's"), then the VQA API's punctuation and digit/article processing."""
+    text = text.lower().replace(",", "").replace("?", "").replace("'s", " 's").strip()
+    return normalize_vqa_answer(text)
 
-    With 10 annotators an answer given by 4 or more scores 1, by 3 scores 0.9 (= (7 * 1 + 3 * 2/3) / 10),
-    by 2 scores 0.6, by 1 scores 0.3, by none 0.
-    """
-    if not ground_truths:
-        raise ValueError("vqa_accuracy needs at least one ground-truth answer")
-    answer = normalize_vqa_answer(prediction)
-    truths = [normalize_vqa_answer(truth) for truth in ground_truths]
+
+def _leave_one_out(answer: str, truths: Sequence[str]) -> float:
+    """min(1, #matches / 3) averaged over the leave-one-annotator-out subsets (exact string comparison)."""
     total = 0.0
     for left_out in range(len(truths)):
         matches = sum(truth == answer for index, truth in enumerate(truths) if index != left_out)
@@ -122,13 +136,59 @@ def vqa_accuracy(prediction: str, ground_truths: Sequence[str]) -> float:
     return total / len(truths)
 
 
+def vqa_accuracy(prediction: str, ground_truths: Sequence[str]) -> float:
+    """Lenient VQA accuracy: both sides always normalised (`normalize_vqa_answer`, every period not before a
+    digit removed), then leave-one-out.
+
+    With 10 annotators an answer given by 4 or more scores 1, by 3 scores 0.9 (= (7 * 1 + 3 * 2/3) / 10),
+    by 2 scores 0.6, by 1 scores 0.3, by none 0.
+    """
+    if not ground_truths:
+        raise ValueError("vqa_accuracy needs at least one ground-truth answer")
+    answer = normalize_vqa_answer(prediction, every_period=True)
+    return _leave_one_out(answer, [normalize_vqa_answer(truth, every_period=True) for truth in ground_truths])
+
+
+def official_vqa_accuracy(answer: str, ground_truths: Sequence[str]) -> float:
+    """The VQA API's accuracy (vqaEval.py `evaluate`) for one question.
+
+    Newlines/tabs become spaces and outer space is stripped on both sides; the answer and the ground truths
+    are normalised only when the ground truths disagree. With unanimous ground truths the comparison is
+    exact: "Yes" against ten "yes" scores 0.
+    """
+    if not ground_truths:
+        raise ValueError("official_vqa_accuracy needs at least one ground-truth answer")
+
+    def clean(text: str) -> str:
+        return text.replace("\n", " ").replace("\t", " ").strip()
+
+    answer, truths = clean(answer), [clean(truth) for truth in ground_truths]
+    if len(set(truths)) > 1:
+        answer, truths = normalize_vqa_answer(answer), [normalize_vqa_answer(truth) for truth in truths]
+    return _leave_one_out(answer, truths)
+
+
+def textvqa_accuracy(prediction: str, ground_truths: Sequence[str]) -> float:
+    """The release's TextVQA accuracy (m4c `TextVQAAccuracyEvaluator`): both sides through `evalai_answer`,
+    then leave-one-out over exactly ten ground-truth answers."""
+    if len(ground_truths) != 10:
+        raise ValueError(f"TextVQA accuracy needs exactly 10 ground-truth answers, got {len(ground_truths)}")
+    return _leave_one_out(evalai_answer(prediction), [evalai_answer(truth) for truth in ground_truths])
+
+
 # --- exact match, yes/no ------------------------------------------------------------------------------
 
 
+def gqa_prediction(text: str) -> str:
+    """The release's GQA conversion (scripts/convert_gqa_for_eval.py): every trailing period stripped, then
+    lowercased; nothing else ("Yes.." -> "yes", " yes" and "yes. " stay as they are). GQA's eval.py then
+    compares it with the answer exactly."""
+    return text.rstrip(".").lower()
+
+
 def normalize_short_answer(text: str) -> str:
-    """GQA's comparison: lowercase, outer space and a trailing period removed ("Yes." -> "yes")."""
-    text = text.strip().lower()
-    return text[:-1].rstrip() if text.endswith(".") else text
+    """Lenient short-answer comparison: lowercase, outer space and trailing periods removed (" Yes. " -> "yes")."""
+    return text.strip().lower().rstrip(".").rstrip()
 
 
 def exact_match(prediction: str, truth: str) -> bool:

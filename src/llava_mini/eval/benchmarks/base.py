@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
 OPTION_LETTER_PROMPT = "Answer with the option's letter from the given choices directly."
 NOT_SCORED = "not scored (no judge)"
+# How answers are read: "official" reproduces the benchmark's official scripts (the headline figure);
+# "lenient" is the project's more forgiving reading, for benchmarks that register one.
+READINGS = ("official", "lenient")
 
 
 @dataclass(frozen=True)
@@ -103,6 +106,8 @@ class Benchmark:
 
     `write_submission(records, data_path, out_dir)` writes the file an evaluation server expects (VQAv2
     test-dev, VizWiz test, MMBench test, EgoSchema, MM-Vet) and returns the paths written.
+    `score` follows the official protocol; `lenient_score`, when a benchmark has one, is the second figure
+    asked for with `--reading lenient`.
     """
 
     name: str
@@ -114,6 +119,17 @@ class Benchmark:
     write_submission: SubmissionWriter | None = None
     uses_judge: bool = False
     layout: str = ""
+    lenient_score: Scorer | None = None
+
+    def scorer(self, reading: str = "official") -> Scorer:
+        """The scorer for a reading ("official" or "lenient"), or a ValueError naming what exists."""
+        if reading == "official":
+            return self.score
+        if reading == "lenient" and self.lenient_score is not None:
+            return self.lenient_score
+        if reading not in READINGS:
+            raise ValueError(f"unknown reading {reading!r}; choose from {', '.join(READINGS)}")
+        raise ValueError(f"{self.title} has no {reading!r} reading; only 'official'")
 
 
 # --- file helpers: every error names the file and the entry ----------------------------------------
