@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from llava_mini.eval.benchmarks import BENCHMARKS, get_benchmark
 from llava_mini.eval.benchmarks.base import (
+    READINGS,
     Benchmark,
     EncodedImage,
     FrameFolder,
@@ -233,7 +234,9 @@ def format_value(value: Any) -> str:
 
 def markdown_report(payload: dict) -> str:
     model = f", model `{payload['model']}`" if payload["model"] else ""
-    lines = [f"# {payload['title']}", "", f"{payload['items']} items{model}", ""]
+    reading = payload.get("reading", "official")
+    reading = "" if reading == "official" else f", {reading} reading (not the official score)"
+    lines = [f"# {payload['title']}", "", f"{payload['items']} items{model}{reading}", ""]
     lines += ["| metric | value |", "| --- | ---: |"]
     lines += [f"| {key} | {format_value(value)} |" for key, value in payload["metrics"].items()]
     categories = payload["categories"]
@@ -261,13 +264,19 @@ def run_benchmark(
     rank_and_world: tuple[int, int] | None = None,
     wait_timeout_s: float = 6 * 3600,
     model_name: str = "",
+    reading: str = "official",
 ) -> dict | None:
     """Answer (resuming), and on rank 0 score and write results.json / results.md; returns the results.
 
     `assistant` may be a loaded `LlavaMini` or a function that loads one (called only if work is left).
-    Returns None on ranks other than 0.
+    Returns None on ranks other than 0. `reading`: "official" (the official scripts' reading of answers) or
+    "lenient" (this project's, for the benchmarks that offer it; its metrics are named lenient_*).
     """
     benchmark = get_benchmark(benchmark) if isinstance(benchmark, str) else benchmark
+    if reading not in benchmark.readings:
+        raise ValueError(
+            f"{benchmark.title} has no {reading!r} reading of answers (it has: {', '.join(benchmark.readings)})"
+        )
     data, out = Path(data), Path(out)
     if not data.exists():
         raise FileNotFoundError(f"{benchmark.title} data not found: {data}")
@@ -291,7 +300,7 @@ def run_benchmark(
     if rank != 0:
         return None
     records = collect_answers(out, items, world, wait_timeout_s)
-    results = benchmark.score(records, judge)
+    results = benchmark.score_records(records, judge, reading)
     submission = benchmark.write_submission(records, data, out) if benchmark.write_submission else []
     payload = {
         "benchmark": benchmark.name,
@@ -299,6 +308,7 @@ def run_benchmark(
         "model": model_name,
         "data": str(data),
         "items": len(records),
+        "reading": reading,
         **results.to_dict(),
         "submission": [str(path) for path in submission],
     }
@@ -344,6 +354,12 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--wait-timeout", type=float, default=6 * 3600, help="rank 0's wait for other ranks (s)"
+    )
+    parser.add_argument(
+        "--reading",
+        default="official",
+        choices=READINGS,
+        help="how answers are read: as the official scripts do (default), or this project's lenient way",
     )
 
 
@@ -399,6 +415,7 @@ def run_benchmark_command(args: argparse.Namespace) -> int:
         judge=judge,
         wait_timeout_s=args.wait_timeout,
         model_name=args.model or "llava-mini-tiny (shipped)",
+        reading=args.reading,
     )
     if payload is not None:
         print(json.dumps(payload, indent=2, ensure_ascii=False) if args.json else markdown_report(payload))

@@ -23,6 +23,7 @@ from PIL import Image
 SHORT_ANSWER_PROMPT = "Answer the question using a single word or phrase."
 OPTION_LETTER_PROMPT = "Answer with the option's letter from the given choices directly."
 NOT_SCORED = "not scored (no judge)"
+READINGS = ("official", "lenient")  # how answers are read: the official scripts' way, or this project's
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,7 @@ class Judge(Protocol):
 
 
 Loader = Callable[[Path], list[Item]]
-Scorer = Callable[[list[dict], "Judge | None"], Results]
+Scorer = Callable[..., Results]  # (records, judge) -> Results; (records, judge, reading) with `readings`
 SubmissionWriter = Callable[[list[dict], Path, Path], list[Path]]
 
 
@@ -100,6 +101,8 @@ class Benchmark:
 
     `write_submission(records, data_path, out_dir)` writes the file an evaluation server expects (VQAv2
     test-dev, VizWiz test, MMBench test, EgoSchema, MM-Vet) and returns the paths written.
+    `readings`: the answer readings its scorer offers; with more than "official", `score` takes the reading
+    as a third argument ("lenient": this project's forgiving reading, reported under lenient_* names).
     """
 
     name: str
@@ -111,6 +114,19 @@ class Benchmark:
     write_submission: SubmissionWriter | None = None
     uses_judge: bool = False
     layout: str = ""
+    readings: tuple[str, ...] = ("official",)
+
+    def score_records(
+        self, records: list[dict], judge: Judge | None = None, reading: str = "official"
+    ) -> Results:
+        """Score with the official reading (default) or, where offered, another one named by `reading`."""
+        if reading not in self.readings:
+            raise ValueError(
+                f"{self.title} has no {reading!r} reading of answers (it has: {', '.join(self.readings)})"
+            )
+        if len(self.readings) == 1:
+            return self.score(records, judge)
+        return self.score(records, judge, reading)
 
 
 # --- file helpers: every error names the file and the entry ----------------------------------------
