@@ -296,3 +296,25 @@ def test_every_owned_benchmark_offers_both_readings():
     with pytest.raises(ValueError, match="MME has no 'lenient' reading"):
         get_benchmark("mme").score_records([], reading="lenient")
     assert LETTERS.startswith("ABCDE")
+
+
+def test_runner_and_cli_take_the_reading(tmp_path):
+    from llava_mini.cli import build_parser
+    from llava_mini.eval.runner import append_answers, run_benchmark
+
+    root, records = mmbench_records(tmp_path)
+    append_answers(tmp_path / "run" / "answers.jsonl", records)  # all answered: no model is loaded
+
+    def no_model():
+        raise AssertionError("every item has an answer; nothing should be generated")
+
+    official = run_benchmark("mmbench", root, tmp_path / "run", no_model)
+    lenient = run_benchmark("mmbench", root, tmp_path / "run", no_model, reading="lenient")
+    assert official["reading"] == "official" and "circular_accuracy" in official["metrics"]
+    assert lenient["reading"] == "lenient" and "lenient_circular_accuracy" in lenient["metrics"]
+    assert "lenient reading (not the official score)" in (tmp_path / "run" / "results.md").read_text()
+    with pytest.raises(ValueError, match="MME has no 'lenient' reading"):
+        run_benchmark("mme", root, tmp_path / "mme", no_model, reading="lenient")
+    arguments = build_parser().parse_args(["eval", "mmbench", "--data", str(root), "--reading", "lenient"])
+    assert arguments.reading == "lenient"
+    assert build_parser().parse_args(["eval", "pope", "--data", "x"]).reading == "official"
