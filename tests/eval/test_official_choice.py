@@ -318,3 +318,22 @@ def test_runner_and_cli_take_the_reading(tmp_path):
     arguments = build_parser().parse_args(["eval", "mmbench", "--data", str(root), "--reading", "lenient"])
     assert arguments.reading == "lenient"
     assert build_parser().parse_args(["eval", "pope", "--data", "x"]).reading == "official"
+
+
+# --- MME (agreed before; pinned here too) -----------------------------------------------------------------
+
+
+def test_mme_equals_calculation_py():
+    records = []
+    for path in sorted((OFFICIAL / "mme" / "answers").glob("*.txt")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines()):
+            image, _question, truth, answer = line.split("\t")
+            meta = {"category": path.stem, "image": image, "label": truth.lower()}
+            records.append({"id": f"{path.stem}/{number}", "prompt": "", "answer": answer, "meta": meta})
+    results = get_benchmark("mme").score_records(records)
+    printed = (OFFICIAL / "mme" / "official" / "calculation.txt").read_text(encoding="utf-8")
+    totals = [float(value) for value in re.findall(r"^total score: (\S+)", printed, re.M)]
+    assert totals == [results.metrics["perception"], results.metrics["cognition"]]  # repr-exact
+    tasks = {name: float(value) for name, value in re.findall(r"^\t (\w+)  score: (\S+)$", printed, re.M)}
+    assert tasks == {name: row["score"] for name, row in results.categories.items()}
+    assert len(tasks) == 14

@@ -150,8 +150,9 @@ def pope_yes_no_lenient(answer: str) -> str:
 
 
 def mme_yes_no(answer: str) -> str:
-    """MME's reading: "yes"/"no" exactly, else whichever its first four characters contain, else "other"."""
-    text = answer.lower().strip().replace(".", "")
+    """MME's reading (its eval_tool/calculation.py): the lowercased answer if it is "yes"/"no", else "yes" if
+    its first four characters contain "yes", else "no" if they contain "no", else "other"."""
+    text = answer.lower()
     if text in ("yes", "no"):
         return text
     head = text[:4]
@@ -372,8 +373,8 @@ def mme_scores(records: Iterable[tuple[str, str, str, str]]) -> dict[str, dict]:
     categories = {}
     for category, images in per_image.items():
         answers = [correct for results in images.values() for correct in results]
-        accuracy = 100 * sum(answers) / len(answers)
-        accuracy_plus = 100 * sum(all(results) for results in images.values()) / len(images)
+        accuracy = sum(answers) / len(answers) * 100  # calculation.py's order of operations
+        accuracy_plus = sum(all(results) for results in images.values()) / len(images) * 100
         categories[category] = {"acc": accuracy, "acc_plus": accuracy_plus, "score": accuracy + accuracy_plus}
     return {
         "categories": dict(sorted(categories.items())),

@@ -16,7 +16,13 @@ from pathlib import Path
 
 from PIL import Image
 
-from llava_mini.eval.scoring import LETTERS, extract_choice, mmbench_infer_option
+from llava_mini.eval.scoring import (
+    LETTERS,
+    MME_COGNITION,
+    MME_PERCEPTION,
+    extract_choice,
+    mmbench_infer_option,
+)
 
 HERE = Path(__file__).parent
 OPTION_TEXTS = ["a cat", "a dog", "a bird", "a red car", "a fish"]
@@ -268,6 +274,28 @@ def make_mmbench(root: Path) -> None:
     dump_jsonl(root / "answers.jsonl", answers)
 
 
+MME_ANSWERS = [
+    "Yes", "No", "yes.", "No, it is not.", "Not sure", "Nope", "y.es", ". Yes", "...no", "I think yes", "YES!",
+    "", "Yes, there is", "There is no", "n o", "noyes", "Ye s", "no", "yes", "N.o",
+]  # fmt: skip
+
+
+def make_mme(root: Path) -> None:
+    """Result files in the layout MME's calculation.py reads: image, question, truth, answer per line."""
+    cursor = 0
+    for category in MME_PERCEPTION + MME_COGNITION:
+        lines = []
+        for image in range(2 + len(category) % 2):
+            for question, truth in ((0, "Yes"), (1, "No")):
+                answer = MME_ANSWERS[cursor % len(MME_ANSWERS)]
+                cursor += 1
+                lines.append(
+                    f"{image:012d}.jpg\tIs it thing {question}? Please answer yes or no.\t{truth}\t{answer}\n"
+                )
+        (root / "answers").mkdir(parents=True, exist_ok=True)
+        (root / "answers" / f"{category}.txt").write_text("".join(lines), encoding="utf-8")
+
+
 if __name__ == "__main__":
     make_pope(HERE / "pope")
     make_scienceqa(HERE / "scienceqa")
@@ -276,3 +304,4 @@ if __name__ == "__main__":
     make_video_choice(HERE / "mlvu", MLVU_FILES, {"1_plotQA.json": False, "4_count.json": False}, 7)
     make_egoschema(HERE / "egoschema")
     make_mmbench(HERE / "mmbench")
+    make_mme(HERE / "mme")
