@@ -210,6 +210,9 @@ def extract_choice(answer: str, options: Sequence[str]) -> int | None:
 # The official readings of an option letter, each benchmark's own (what its script accepts, nothing more).
 
 
+_SCIENCEQA_ANSWER_IS = re.compile(r"The answer is ([A-Z]).")  # "." is any character, as there
+
+
 def scienceqa_choice(answer: str, num_choices: int) -> int:
     """ScienceQA's eval_science_qa.py: "B" exactly, "B. ..." (letter, period, space), or exactly one
     "The answer is B" followed by any character; the letter must be among the first `num_choices` of A-E.
@@ -224,9 +227,6 @@ def scienceqa_choice(answer: str, num_choices: int) -> int:
         found = _SCIENCEQA_ANSWER_IS.findall(answer)
         letter = found[0] if len(found) == 1 else "FAILED"
     return options.index(letter) if letter in options[:num_choices] else -1
-
-
-_SCIENCEQA_ANSWER_IS = re.compile(r"The answer is ([A-Z]).")
 
 
 def seed_is_correct(answer: str, truth: str) -> bool:
