@@ -300,7 +300,7 @@ def test_every_owned_benchmark_offers_both_readings():
 
 def test_runner_and_cli_take_the_reading(tmp_path):
     from llava_mini.cli import build_parser
-    from llava_mini.eval.runner import append_answers, run_benchmark
+    from llava_mini.eval.runner import append_answers, format_value, run_benchmark
 
     root, records = mmbench_records(tmp_path)
     append_answers(tmp_path / "run" / "answers.jsonl", records)  # all answered: no model is loaded
@@ -313,6 +313,7 @@ def test_runner_and_cli_take_the_reading(tmp_path):
     assert official["reading"] == "official" and "circular_accuracy" in official["metrics"]
     assert lenient["reading"] == "lenient" and "lenient_circular_accuracy" in lenient["metrics"]
     assert "lenient reading (not the official score)" in (tmp_path / "run" / "results.md").read_text()
+    assert format_value(None) == "undefined" and format_value(0.25) == "0.2500"
     with pytest.raises(ValueError, match="MME has no 'lenient' reading"):
         run_benchmark("mme", root, tmp_path / "mme", no_model, reading="lenient")
     arguments = build_parser().parse_args(["eval", "mmbench", "--data", str(root), "--reading", "lenient"])

@@ -227,6 +227,8 @@ def collect_answers(
 
 
 def format_value(value: Any) -> str:
+    if value is None:
+        return "undefined"  # e.g. POPE's precision on a split with no "yes" answer
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
     return str(value)
