@@ -338,3 +338,28 @@ def test_mme_equals_calculation_py():
     tasks = {name: float(value) for name, value in re.findall(r"^\t (\w+)  score: (\S+)$", printed, re.M)}
     assert tasks == {name: row["score"] for name, row in results.categories.items()}
     assert len(tasks) == 14
+
+
+def test_release_layouts_load_and_missing_files_are_named(tmp_path):
+    # SEED-Bench as the release's playground keeps it: seed_bench/SEED-Bench/{SEED-Bench.json, SEED-Bench-image/}
+    root = tmp_path / "seed_bench"
+    shutil.copytree(OFFICIAL / "seed_bench", root / "SEED-Bench", ignore=shutil.ignore_patterns("official"))
+    for entry in json.loads((root / "SEED-Bench" / "SEED-Bench.json").read_text())["questions"]:
+        if entry["data_type"] == "image":
+            touch(root / "SEED-Bench" / "SEED-Bench-image" / entry["data_id"])
+    items = get_benchmark("seed-bench").load(root)
+    assert items and all(i.meta["data_type"] == "image" for i in items)  # video frames absent: skipped
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    expected = {
+        "pope": "coco_pope_adversarial.json",
+        "scienceqa": "llava_test_CQM-A.json, llava_test_CQM-I.json",
+        "seed-bench": "SEED-Bench.json, SEED-Bench/SEED-Bench.json",
+        "mmbench": "mmbench_dev_20230712.tsv, MMBench_DEV_EN.tsv",
+        "mlvu": "1_plotQA.json",
+        "egoschema": "questions.json, mc.json",
+        "mvbench": "MVBench video folder not found",
+    }
+    for name, message in expected.items():
+        with pytest.raises(FileNotFoundError, match=re.escape(message)):
+            get_benchmark(name).load(empty)
