@@ -7,7 +7,6 @@ import pytest
 
 from llava_mini.eval.judge import CachedJudge, OpenAIJudge, parse_dict_reply, parse_number, parse_score_pair
 from llava_mini.eval.scoring import (
-    circular_accuracy,
     exact_match,
     extract_choice,
     first_letter,
@@ -164,21 +163,11 @@ def test_extract_choice(answer, expected):
     assert extract_choice(answer, ["a cat", "a dog", "a bird", "A red car."]) == expected
 
 
-def test_letter_and_circular_accuracy():
+def test_letter_accuracy():
     table = letter_accuracy([("x", 1), ("x", 0), ("y", None), ("y", 1)])
     assert list(table) == ["all", "x", "y"]
     assert table["all"] == {"accuracy": 0.5, "correct": 2, "total": 4, "unparsed": 1}
     assert table["y"]["unparsed"] == 1
-    rounds = [
-        ("q1", "ocr", True),
-        ("q1", "ocr", True),
-        ("q2", "ocr", True),
-        ("q2", "ocr", False),
-        ("q3", "math", True),
-    ]
-    circular = circular_accuracy(rounds)
-    assert circular["all"]["accuracy"] == pytest.approx(2 / 3)
-    assert circular["ocr"] == {"accuracy": 0.5, "correct": 1, "total": 2, "unparsed": 0}
 
 
 def test_pope_metrics_hand_computed():

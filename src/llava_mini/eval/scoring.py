@@ -304,17 +304,6 @@ def letter_accuracy(records: Iterable[tuple[str, int | None]]) -> dict[str, dict
     }
 
 
-def circular_accuracy(rounds: Iterable[tuple[str, str, bool]]) -> dict[str, dict]:
-    """MMBench's circular evaluation: a question counts only if every rotation of its options is right.
-
-    rounds: (question index, category, correct) per rotation. Returns accuracy per category and "all".
-    """
-    by_question: dict[str, tuple[str, list[bool]]] = {}
-    for index, category, correct in rounds:
-        by_question.setdefault(index, (category, []))[1].append(bool(correct))
-    return letter_accuracy((category, int(all(results))) for category, results in by_question.values())
-
-
 # --- POPE -------------------------------------------------------------------------------------------
 
 

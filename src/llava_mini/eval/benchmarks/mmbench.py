@@ -35,7 +35,7 @@ from llava_mini.eval.benchmarks.base import (
     is_missing,
     options_block,
 )
-from llava_mini.eval.scoring import LETTERS, circular_accuracy, extract_choice, mmbench_infer_option
+from llava_mini.eval.scoring import LETTERS, extract_choice, letter_accuracy, mmbench_infer_option
 
 OPTION_LETTER_PROMPT_CN = "请直接回答选项字母。"
 CIRCULAR_STRIDE = 1_000_000  # rotation k of question i has index i + k * CIRCULAR_STRIDE
@@ -141,21 +141,18 @@ def score_mmbench(records: list[dict], judge: Judge | None = None, reading: str 
             notes=["the TSV has no answer column (test split); the .xlsx submission was written instead"],
         )
     questions = {r["meta"]["index"]: r for r in records if r["meta"]["index"] == r["meta"]["group"]}
+    if not questions:
+        return Results(metrics={"circular_accuracy": "not scored (no question row, index < 1e6, answered)"})
     rows = [r for r in records if r["meta"]["group"] in questions]
-    right = {r["meta"]["index"]: _row_is_right(r, reading) for r in rows}
-    by_category = circular_accuracy(
-        (r["meta"]["group"], questions[r["meta"]["group"]]["meta"]["category"], right[r["meta"]["index"]])
-        for r in rows
-    )
-    by_l2 = circular_accuracy(
-        (r["meta"]["group"], questions[r["meta"]["group"]]["meta"]["l2_category"], right[r["meta"]["index"]])
-        for r in rows
-    )
+    hits = question_hits(rows, reading)
+    by_category = letter_accuracy((questions[i]["meta"]["category"], int(hit)) for i, hit in hits.items())
+    by_l2 = letter_accuracy((questions[i]["meta"]["l2_category"], int(hit)) for i, hit in hits.items())
     categories = {f"l2/{k}": v for k, v in by_l2.items() if k != "all"}
     categories.update({k: v for k, v in by_category.items() if k != "all"})
+    first_round = [_row_is_right(question, reading) for question in questions.values()]
     metrics: dict = {
         "circular_accuracy": by_category["all"]["accuracy"],
-        "first_round_accuracy": sum(right[i] for i in questions) / len(questions) if questions else 0.0,
+        "first_round_accuracy": sum(first_round) / len(first_round),
         "questions": len(questions),
         "rows": len(rows),
     }
