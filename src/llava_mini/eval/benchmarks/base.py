@@ -200,14 +200,12 @@ def is_missing(value: Any) -> bool:
     return str(value).strip().lower() in ("", "nan", "none")
 
 
-def options_block(options: Sequence[str], style: str = "dot") -> str:
-    """Options as "A. cat" lines (style "dot": LLaVA's MMBench/SEED) or "(A) cat" lines ("paren": MVBench)."""
+def options_block(options: Sequence[str]) -> str:
+    """Options as "A. cat" lines, as LLaVA's MMBench and SEED prompts list them."""
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     if len(options) > len(letters):
         raise ValueError(f"at most {len(letters)} options are supported, got {len(options)}")
-    if style == "dot":
-        return "\n".join(f"{letters[i]}. {option}" for i, option in enumerate(options))
-    return "\n".join(f"({letters[i]}) {option}" for i, option in enumerate(options))
+    return "\n".join(f"{letters[i]}. {option}" for i, option in enumerate(options))
 
 
 def write_json(path: Path, payload: Any) -> Path:
