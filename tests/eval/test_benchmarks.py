@@ -192,34 +192,17 @@ def make_mme(root: Path, _video: Path) -> Path:
 def make_mmbench(root: Path, _video: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "l2-category", "image"]
+    # as MMBench ships it: every rotation of the options is its own row, index + k * 1e6
+    colour, shape = png_base64("red"), png_base64("blue")
     rows = [
-        [
-            "0",
-            "Which colour?",
-            "A colour chart.",
-            "red",
-            "blue",
-            "green",
-            "",
-            "A",
-            "attribute",
-            "perception",
-            png_base64("red"),
-        ],
-        [
-            "1",
-            "Which shape?",
-            "nan",
-            "square",
-            "circle",
-            "",
-            "",
-            "B",
-            "shape",
-            "perception",
-            png_base64("blue"),
-        ],
-    ]
+        ["0", "Which colour?", "A colour chart.", "red", "blue", "green", "", "A", "attribute", "perception", colour],
+        ["1", "Which shape?", "nan", "square", "circle", "", "", "B", "shape", "perception", shape],
+        ["1000000", "Which colour?", "A colour chart.", "blue", "green", "red", "", "C", "attribute", "perception",
+         colour],
+        ["1000001", "Which shape?", "nan", "circle", "square", "", "", "A", "shape", "perception", shape],
+        ["2000000", "Which colour?", "A colour chart.", "green", "red", "blue", "", "B", "attribute", "perception",
+         colour],
+    ]  # fmt: skip
     with (root / "mmbench_dev_20230712.tsv").open("w", newline="") as handle:
         csv.writer(handle, delimiter="\t").writerows([header, *rows])
     return root
@@ -414,7 +397,7 @@ PERFECT = {
 def oracle_answer(record: dict) -> str:
     meta = record["meta"]
     if "options" in meta or "choices" in meta:
-        return f"({LETTERS[meta['answer']]})" if meta.get("answer") is not None else "A"
+        return LETTERS[meta["answer"]] if meta.get("answer") is not None else "A"  # as the release asks
     if "answers" in meta:
         return meta["answers"][0].upper() + "."
     if "label" in meta:
@@ -542,15 +525,15 @@ def test_submission_files(tmp_path, video_template):
     (path,) = vizwiz.write_submission(records, data, tmp_path / "out")
     assert [e["image"] for e in json.loads(path.read_text())] == ["VizWiz_test_0.jpg", "VizWiz_test_1.jpg"]
     assert vizwiz.score(records, None).metrics["accuracy"].startswith("not scored")
-    # MMBench: an .xlsx with one row per round and the picked letter
+    # MMBench: the release's .xlsx, one row per TSV row, the answer as given under "prediction"
     mmbench = get_benchmark("mmbench")
     data = make_mmbench(tmp_path / "mmbench", video_template)
     records = [{"id": i.id, "prompt": i.prompt, "answer": "B", "meta": i.meta} for i in mmbench.load(data)]
     (path,) = mmbench.write_submission(records, data, tmp_path / "out")
     with zipfile.ZipFile(path) as archive:
         sheet = archive.read("xl/worksheets/sheet1.xml").decode()
-    assert sheet.count("<row ") == 1 + 3 + 2  # header + 3 rotations + 2 rotations
-    assert '<t xml:space="preserve">prediction</t>' in sheet
+    assert sheet.count("<row ") == 1 + 5  # header + the TSV's 5 rows
+    assert '<t xml:space="preserve">prediction</t>' in sheet and "hint" not in sheet
     # EgoSchema: Kaggle's csv
     egoschema = get_benchmark("egoschema")
     data = make_egoschema(tmp_path / "ego", video_template)
@@ -562,13 +545,21 @@ def test_submission_files(tmp_path, video_template):
     assert path.read_text().splitlines() == ["q_uid,answer", "uid-0,3", "uid-1,-1"]
 
 
-def test_mmbench_rotations_and_prompts(tmp_path, video_template):
+def test_mmbench_rows_groups_and_prompts(tmp_path, video_template):
     items = get_benchmark("mmbench").load(make_mmbench(tmp_path, video_template))
-    assert [i.id for i in items] == ["0-0", "0-1", "0-2", "1-0", "1-1"]
-    assert items[1].meta["options"] == ["blue", "green", "red"] and items[1].meta["answer"] == 2
+    assert [i.id for i in items] == ["0", "1", "1000000", "1000001", "2000000"]  # the TSV's rows, no rotation
+    assert [i.meta["group"] for i in items] == [0, 1, 0, 1, 0]
+    assert items[2].meta["options"] == ["blue", "green", "red"] and items[2].meta["answer"] == 2
     instruction = "Answer with the option's letter from the given choices directly."
     assert items[0].prompt == f"A colour chart.\nWhich colour?\nA. red\nB. blue\nC. green\n{instruction}"
-    assert items[3].prompt.startswith("Which shape?\nA. square")  # a "nan" hint is left out
+    assert items[1].prompt.startswith("Which shape?\nA. square")  # a "nan" hint is left out
+    # a question counts only if every rotation is right (VLMEvalKit's circular evaluation)
+    answers = {"0": "A", "1": "B", "1000000": "C", "1000001": "A", "2000000": "A"}
+    records = [{"id": i.id, "prompt": i.prompt, "answer": answers[i.id], "meta": i.meta} for i in items]
+    results = get_benchmark("mmbench").score_records(records)
+    assert results.metrics["circular_accuracy"] == 0.5 and results.metrics["questions"] == 2
+    with pytest.raises(FileNotFoundError, match="no MMBench .tsv file found"):
+        get_benchmark("mmbench").load(tmp_path / "video")
 
 
 def test_bad_files_name_the_problem(tmp_path, video_template):

@@ -228,6 +228,8 @@ def collect_answers(
 
 
 def format_value(value: Any) -> str:
+    if value is None:
+        return "undefined"  # e.g. POPE's precision on a split with no "yes" answer
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 10 else f"{value:.2f}"
     return str(value)
@@ -235,7 +237,8 @@ def format_value(value: Any) -> str:
 
 def markdown_report(payload: dict) -> str:
     model = f", model `{payload['model']}`" if payload["model"] else ""
-    reading = f", {payload['reading']} reading" if payload.get("reading", "official") != "official" else ""
+    reading = payload.get("reading", "official")
+    reading = "" if reading == "official" else f", {reading} reading (not the official score)"
     lines = [f"# {payload['title']}", "", f"{payload['items']} items{model}{reading}", ""]
     lines += ["| metric | value |", "| --- | ---: |"]
     lines += [f"| {key} | {format_value(value)} |" for key, value in payload["metrics"].items()]

@@ -196,15 +196,23 @@ def exact_match(prediction: str, truth: str) -> bool:
 
 
 def pope_yes_no(answer: str) -> str:
-    """POPE's reading: "no" if the first sentence contains the word no/No/not, else "yes"."""
-    first_sentence = answer.split(".")[0].replace(",", "")
-    words = first_sentence.split()
+    """POPE's reading (the release's eval_pope.py): "no" if the first sentence, split on single spaces after
+    its commas are removed, has the word no/No/not, else "yes". "There is no\ndog" reads yes ("no\ndog" is
+    one word there)."""
+    words = answer.split(".")[0].replace(",", "").split(" ")
+    return "no" if any(word in ("no", "No", "not") for word in words) else "yes"
+
+
+def pope_yes_no_lenient(answer: str) -> str:
+    """This project's lenient POPE reading: as `pope_yes_no` but split on any whitespace."""
+    words = answer.split(".")[0].replace(",", "").split()
     return "no" if any(word in ("no", "No", "not") for word in words) else "yes"
 
 
 def mme_yes_no(answer: str) -> str:
-    """MME's reading: "yes"/"no" exactly, else whichever its first four characters contain, else "other"."""
-    text = answer.lower().strip().replace(".", "")
+    """MME's reading (its eval_tool/calculation.py): the lowercased answer if it is "yes"/"no", else "yes" if
+    its first four characters contain "yes", else "no" if they contain "no", else "other"."""
+    text = answer.lower()
     if text in ("yes", "no"):
         return text
     head = text[:4]
@@ -259,6 +267,89 @@ def extract_choice(answer: str, options: Sequence[str]) -> int | None:
     return matching[0] if len(matching) == 1 else None
 
 
+# The official readings of an option letter, each benchmark's own (what its script accepts, nothing more).
+
+
+_SCIENCEQA_ANSWER_IS = re.compile(r"The answer is ([A-Z]).")  # "." is any character, as there
+
+
+def scienceqa_choice(answer: str, num_choices: int) -> int:
+    """ScienceQA's eval_science_qa.py: "B" exactly, "B. ..." (letter, period, space), or exactly one
+    "The answer is B" followed by any character; the letter must be among the first `num_choices` of A-E.
+    Returns the option index, -1 when none is read (counted wrong: the release returns before its random pick).
+    """
+    options = ("A", "B", "C", "D", "E")
+    if answer in options:
+        letter = answer
+    elif len(answer) >= 3 and answer[0] in options and answer[1:3] == ". ":
+        letter = answer[0]
+    else:
+        found = _SCIENCEQA_ANSWER_IS.findall(answer)
+        letter = found[0] if len(found) == 1 else "FAILED"
+    return options.index(letter) if letter in options[:num_choices] else -1
+
+
+def seed_is_correct(answer: str, truth: str) -> bool:
+    """SEED-Bench as LLaVA's convert_seed_for_submission.py scores it: the answer string equals the letter."""
+    return answer == truth
+
+
+def video_check_answer(answer: str, truth_letter: str) -> bool:
+    """MVBench / MLVU as the release's mvbench_mc.py / mlvu_mc.py score them (`check_ans`): with a ")" in
+    the answer, the character before the first ")" is the letter; otherwise the whole answer must be it."""
+    if ")" in answer:
+        cut = answer.index(")")
+        answer = answer[cut - 1 : cut] if cut else ""
+    return answer == truth_letter
+
+
+def first_letter(answer: str, letters: str) -> str | None:
+    """The first character of the answer that is one of `letters` (the release's `first_char_as_answer`:
+    "Because C" reads B), or None."""
+    return next((character for character in answer if character in letters), None)
+
+
+# VLMEvalKit's exact-matching reading of MMBench answers (vlmeval/utils/matching_util.py, `can_infer`).
+_MMBENCH_REFUSALS = (
+    "Sorry, I can't help with images of people yet.",
+    "I can't process this file.",
+    "I'm sorry, but without the image provided",
+    "Cannot determine the answer",
+)
+_MMBENCH_ANSWER_IS = re.compile(r"(?i)(?:correct\s+)?answer\s+is\s+\**([ABCD])\**")
+
+
+def mmbench_infer_option(answer: str, choices: Mapping[str, str]) -> str | None:
+    """VLMEvalKit's `can_infer`: the letter of an answer to MMBench, "Z" for a refusal, None if unread.
+
+    First a lone option letter among the words (punctuation .()[],:;!*#{} made spaces) within the last five
+    words, else "answer is B", else the text of exactly one option inside the answer (when the answer is at
+    most twice as long as all options together).
+    """
+    if "Failed to obtain answer via API" in answer:
+        return None
+    if any(refusal in answer for refusal in _MMBENCH_REFUSALS):
+        return "Z"
+    words = answer
+    for mark in ".()[],:;!*#{}":
+        words = words.replace(mark, " ")
+    splits = [word.strip() for word in words.split()]
+    named = [letter for letter in choices if letter in splits]
+    if len(named) == 1:
+        if splits.index(named[0]) > len(splits) - 5:
+            return named[0]
+    elif not named and "Z" in splits:
+        return "Z"
+    match = _MMBENCH_ANSWER_IS.search(answer)
+    if match and match.group(1).upper() in choices:
+        return match.group(1).upper()
+    lowered = answer.lower()
+    if len(lowered) > 2 * sum(len(str(text)) for text in choices.values()):
+        return None
+    inside = [letter for letter, text in choices.items() if str(text).lower() in lowered]
+    return inside[0] if len(inside) == 1 else None
+
+
 def letter_accuracy(records: Iterable[tuple[str, int | None]]) -> dict[str, dict]:
     """Accuracy per category from (category, 1/0/None) pairs; adds "all" and a "failed to parse" count."""
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -273,37 +364,30 @@ def letter_accuracy(records: Iterable[tuple[str, int | None]]) -> dict[str, dict
     }
 
 
-def circular_accuracy(rounds: Iterable[tuple[str, str, bool]]) -> dict[str, dict]:
-    """MMBench's circular evaluation: a question counts only if every rotation of its options is right.
-
-    rounds: (question index, category, correct) per rotation. Returns accuracy per category and "all".
-    """
-    by_question: dict[str, tuple[str, list[bool]]] = {}
-    for index, category, correct in rounds:
-        by_question.setdefault(index, (category, []))[1].append(bool(correct))
-    return letter_accuracy((category, int(all(results))) for category, results in by_question.values())
-
-
 # --- POPE -------------------------------------------------------------------------------------------
 
 
-def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 (positive class = "yes") and the share of "yes" answers.
+def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str, float | int | None]:
+    """Accuracy, precision, recall, F1 (positive class = "yes"), the share of "yes" answers, and the counts.
 
-    predictions: already read as "yes"/"no" (`pope_yes_no`); labels: "yes"/"no".
+    predictions: already read as "yes"/"no" (`pope_yes_no`); labels: "yes"/"no". Anything but "no" counts as
+    "yes", as in eval_pope.py. Precision, recall or F1 whose denominator is 0 (the official script divides by
+    zero there, e.g. precision on a split with no "yes" answer) are None: undefined, not 0.
     """
     if len(predictions) != len(labels):
         raise ValueError(f"{len(predictions)} predictions for {len(labels)} labels")
     if not labels:
         raise ValueError("pope_metrics needs at least one answer")
-    pairs = list(zip(predictions, labels, strict=True))
-    true_positive = sum(p == "yes" and t == "yes" for p, t in pairs)
-    false_positive = sum(p == "yes" and t == "no" for p, t in pairs)
-    true_negative = sum(p == "no" and t == "no" for p, t in pairs)
-    false_negative = sum(p == "no" and t == "yes" for p, t in pairs)
-    precision = true_positive / (true_positive + false_positive) if true_positive + false_positive else 0.0
-    recall = true_positive / (true_positive + false_negative) if true_positive + false_negative else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    pairs = [(p != "no", t != "no") for p, t in zip(predictions, labels, strict=True)]
+    true_positive = sum(p and t for p, t in pairs)
+    false_positive = sum(p and not t for p, t in pairs)
+    true_negative = sum(not p and not t for p, t in pairs)
+    false_negative = sum(not p and t for p, t in pairs)
+    precision = true_positive / (true_positive + false_positive) if true_positive + false_positive else None
+    recall = true_positive / (true_positive + false_negative) if true_positive + false_negative else None
+    f1 = None
+    if precision is not None and recall is not None and precision + recall:
+        f1 = 2 * precision * recall / (precision + recall)
     return {
         "accuracy": (true_positive + true_negative) / len(pairs),
         "precision": precision,
@@ -311,6 +395,10 @@ def pope_metrics(predictions: Sequence[str], labels: Sequence[str]) -> dict[str,
         "f1": f1,
         "yes_ratio": (true_positive + false_positive) / len(pairs),
         "total": len(pairs),
+        "tp": true_positive,
+        "fp": false_positive,
+        "tn": true_negative,
+        "fn": false_negative,
     }
 
 
@@ -334,8 +422,8 @@ def mme_scores(records: Iterable[tuple[str, str, str, str]]) -> dict[str, dict]:
     categories = {}
     for category, images in per_image.items():
         answers = [correct for results in images.values() for correct in results]
-        accuracy = 100 * sum(answers) / len(answers)
-        accuracy_plus = 100 * sum(all(results) for results in images.values()) / len(images)
+        accuracy = sum(answers) / len(answers) * 100  # calculation.py's order of operations
+        accuracy_plus = sum(all(results) for results in images.values()) / len(images) * 100
         categories[category] = {"acc": accuracy, "acc_plus": accuracy_plus, "score": accuracy + accuracy_plus}
     return {
         "categories": dict(sorted(categories.items())),

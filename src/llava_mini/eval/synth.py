@@ -71,7 +71,10 @@ def score(records: Sequence[dict]) -> dict:
         for key in (record["modality"], f"{record['modality']}/{record['type']}", "all"):
             totals[key][0] += int(record["correct"])
             totals[key][1] += 1
-    return {key: {"accuracy": right / count, "correct": right, "total": count} for key, (right, count) in sorted(totals.items())}
+    return {
+        key: {"accuracy": right / count, "correct": right, "total": count}
+        for key, (right, count) in sorted(totals.items())
+    }
 
 
 def markdown_table(results: dict) -> str:
@@ -93,7 +96,9 @@ def evaluate(
     for start in tqdm(range(0, len(questions), batch_size), desc="eval synth", unit="batch"):
         chunk = questions[start : start + batch_size]
         media = [[assistant.medium(q.media_path)] if with_media else [] for q in chunk]
-        conversations = [assistant.question_messages(q.question, m) for q, m in zip(chunk, media, strict=True)]
+        conversations = [
+            assistant.question_messages(q.question, m) for q, m in zip(chunk, media, strict=True)
+        ]
         answers = assistant.chat_batch(conversations, media, settings)
         for question, answer in zip(chunk, answers, strict=True):
             records.append(
@@ -111,8 +116,12 @@ def evaluate(
 
 
 def add_eval_synth_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", required=True, help="folder (or questions.jsonl) from `llava-mini data synth`")
-    parser.add_argument("--model", default=None, help="local directory or hub id (default: the shipped model)")
+    parser.add_argument(
+        "--data", required=True, help="folder (or questions.jsonl) from `llava-mini data synth`"
+    )
+    parser.add_argument(
+        "--model", default=None, help="local directory or hub id (default: the shipped model)"
+    )
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--limit", type=int, default=None, help="evaluate the first N questions only")
     parser.add_argument("--out", default=None, help="folder for answers.jsonl and results.json")

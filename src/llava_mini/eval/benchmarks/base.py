@@ -121,15 +121,26 @@ class Benchmark:
     layout: str = ""
     lenient_score: Scorer | None = None
 
+    @property
+    def readings(self) -> tuple[str, ...]:
+        """The readings of answers this benchmark offers: always "official", and "lenient" where it has one."""
+        return READINGS if self.lenient_score is not None else ("official",)
+
     def scorer(self, reading: str = "official") -> Scorer:
         """The scorer for a reading ("official" or "lenient"), or a ValueError naming what exists."""
-        if reading == "official":
-            return self.score
-        if reading == "lenient" and self.lenient_score is not None:
-            return self.lenient_score
         if reading not in READINGS:
             raise ValueError(f"unknown reading {reading!r}; choose from {', '.join(READINGS)}")
-        raise ValueError(f"{self.title} has no {reading!r} reading; only 'official'")
+        if reading not in self.readings:
+            raise ValueError(
+                f"{self.title} has no {reading!r} reading of answers (it has: {', '.join(self.readings)})"
+            )
+        return self.score if reading == "official" else self.lenient_score
+
+    def score_records(
+        self, records: list[dict], judge: Judge | None = None, reading: str = "official"
+    ) -> Results:
+        """Score with the official reading (default) or, where offered, another one named by `reading`."""
+        return self.scorer(reading)(records, judge)
 
 
 # --- file helpers: every error names the file and the entry ----------------------------------------
@@ -203,14 +214,12 @@ def is_missing(value: Any) -> bool:
     return str(value).strip().lower() in ("", "nan", "none")
 
 
-def options_block(options: Sequence[str], style: str = "dot") -> str:
-    """Options as "A. cat" lines (style "dot": LLaVA's MMBench/SEED) or "(A) cat" lines ("paren": MVBench)."""
+def options_block(options: Sequence[str]) -> str:
+    """Options as "A. cat" lines, as LLaVA's MMBench and SEED prompts list them."""
     letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
     if len(options) > len(letters):
         raise ValueError(f"at most {len(letters)} options are supported, got {len(options)}")
-    if style == "dot":
-        return "\n".join(f"{letters[i]}. {option}" for i, option in enumerate(options))
-    return "\n".join(f"({letters[i]}) {option}" for i, option in enumerate(options))
+    return "\n".join(f"{letters[i]}. {option}" for i, option in enumerate(options))
 
 
 def write_json(path: Path, payload: Any) -> Path:

@@ -1,10 +1,19 @@
 """MMBench: multiple choice with circular evaluation (every rotation of the options must be answered right).
 
-Layout: a TSV such as mmbench_dev_20230712.tsv (or mmbench_test_*.tsv, *_cn_*.tsv) with the columns index,
-question, hint, A..D (or more), answer (dev only), category, l2-category and image (base64). As in LLaVA's
-`--all-rounds`, each question is asked once per rotation of its options. The prompt is the hint, the question,
-"A. ..." lines and "Answer with the option's letter from the given choices directly." (its Chinese form for
-the cn files). The submission is an .xlsx with one row per round, as MMBench's server takes it.
+Layout: the TSV as distributed, either the release's (LLaVA-1.5 playground: mmbench_dev_20230712.tsv, test /
+cn variants) or VLMEvalKit's (MMBench_DEV_EN.tsv, ...), with the columns index, question, hint, A..D,
+answer (dev only), category, l2-category and image (base64). The TSV already holds every circular rotation
+as its own row: the rotation k of question i has index i + k x 1,000,000 and its options shifted. Each row is
+asked once, as the release asks it (model_vqa_mmbench.py without --all-rounds): the hint, the question,
+"A. ..." lines (A-D, up to the first empty one) and "Answer with the option's letter from the given choices
+directly." (its Chinese form for the cn files).
+
+Scored as VLMEvalKit's circular evaluation with exact matching (no LLM judge): a row's answer is read with
+`scoring.mmbench_infer_option` (VLMEvalKit's `can_infer`), and a question (index < 1,000,000) is right only
+when every row of its group (index % 1,000,000) is read as that row's answer; accuracy over questions, per
+category and l2-category. The upload file is the release's (scripts/convert_mmbench_for_submission.py): the
+TSV's columns without hint, category, source, image, comment and l2-category, with "prediction" (the answer
+as given) inserted as the seventh column, one row per TSV row, as .xlsx.
 """
 
 from __future__ import annotations
@@ -12,6 +21,7 @@ from __future__ import annotations
 import csv
 import sys
 import zipfile
+from functools import partial
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -26,17 +36,26 @@ from llava_mini.eval.benchmarks.base import (
     is_missing,
     options_block,
 )
-from llava_mini.eval.scoring import LETTERS, circular_accuracy, extract_choice, letter_accuracy
+from llava_mini.eval.scoring import LETTERS, extract_choice, letter_accuracy, mmbench_infer_option
 
 OPTION_LETTER_PROMPT_CN = "请直接回答选项字母。"
+CIRCULAR_STRIDE = 1_000_000  # rotation k of question i has index i + k * CIRCULAR_STRIDE
+PROMPT_LETTERS = "ABCD"  # the release's options (model_vqa_mmbench.py: all_options)
+# Columns the release's convert_mmbench_for_submission.py drops from the TSV for the upload file.
+SUBMISSION_DROPPED = ("hint", "category", "source", "image", "comment", "l2-category")
 
 
 def find_tsv(root: Path) -> Path:
     if root.is_file():
         return root
-    found = sorted(root.glob("mmbench*.tsv")) or sorted(root.glob("*.tsv"))
+    found = (
+        sorted(root.glob("mmbench*.tsv")) or sorted(root.glob("MMBench*.tsv")) or sorted(root.glob("*.tsv"))
+    )
     if not found:
-        raise FileNotFoundError(f"no MMBench .tsv file found in {root}")
+        raise FileNotFoundError(
+            f"no MMBench .tsv file found in {root} (looked for mmbench_dev_20230712.tsv, MMBench_DEV_EN.tsv "
+            "or any *.tsv)"
+        )
     return found[0]
 
 
@@ -46,116 +65,124 @@ def read_tsv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle, delimiter="\t"))
 
 
+def _row_index(row: dict, where: str) -> int:
+    value = str(field_of(row, "index", where)).strip()
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"{where}: index must be an integer, got {value!r}") from None
+
+
 def load_mmbench(root: Path) -> list[Item]:
     path = find_tsv(root)
     instruction = OPTION_LETTER_PROMPT_CN if "_cn" in path.name.lower() else OPTION_LETTER_PROMPT
     items = []
     for row_number, row in enumerate(read_tsv(path), start=2):
         where = f"{path}:{row_number}"
-        index = str(field_of(row, "index", where))
-        options = [row[letter] for letter in LETTERS if letter in row and not is_missing(row[letter])]
+        index = _row_index(row, where)
+        options = []
+        for letter in PROMPT_LETTERS:  # up to the first empty option, as the release reads them
+            if letter not in row or is_missing(row[letter]):
+                break
+            options.append(row[letter])
         if len(options) < 2:
             raise ValueError(f"{where}: question {index} has {len(options)} options, needs at least 2")
-        image = EncodedImage(field_of(row, "image", where), f"{where} (index {index})")
+        choices = {letter: row[letter] for letter in LETTERS if letter in row and not is_missing(row[letter])}
         question = field_of(row, "question", where)
         if not is_missing(row.get("hint")):
             question = f"{row['hint']}\n{question}"
         answer = row.get("answer")
-        answer_index = LETTERS.index(answer.strip()) if not is_missing(answer) else None
-        for round_number in range(len(options)):
-            rotated = options[round_number:] + options[:round_number]
-            rotated_answer = None if answer_index is None else (answer_index - round_number) % len(options)
-            items.append(
-                Item(
-                    id=f"{index}-{round_number}",
-                    media=[image],
-                    prompt=f"{question}\n{options_block(rotated)}\n{instruction}",
-                    meta={
-                        "index": index,
-                        "round": round_number,
-                        "question": row["question"],
-                        "options": rotated,
-                        "answer": rotated_answer,
-                        "category": row.get("category", ""),
-                        "l2_category": row.get("l2-category", ""),
-                        "hint": "" if is_missing(row.get("hint")) else row["hint"],
-                    },
-                )
+        answer = None if is_missing(answer) else answer.strip()
+        if answer is not None and answer not in options and answer not in choices:
+            raise ValueError(f"{where}: answer {answer!r} is not one of the options {', '.join(choices)}")
+        items.append(
+            Item(
+                id=str(index),
+                media=[EncodedImage(field_of(row, "image", where), f"{where} (index {index})")],
+                prompt=f"{question}\n{options_block(options)}\n{instruction}",
+                meta={
+                    "index": index,
+                    "group": index % CIRCULAR_STRIDE,
+                    "options": options,
+                    "choices": choices,
+                    "answer": None if answer is None else LETTERS.index(answer),
+                    "category": row.get("category", ""),
+                    "l2_category": row.get("l2-category", ""),
+                },
             )
+        )
     return items
 
 
-def _picked_letter(record: dict) -> str:
-    picked = extract_choice(record["answer"], record["meta"]["options"])
-    return "" if picked is None else LETTERS[picked]
+def _row_is_right(record: dict, reading: str) -> bool:
+    meta, answer = record["meta"], record["answer"].strip()
+    truth = LETTERS[meta["answer"]]
+    if reading == "official":
+        return mmbench_infer_option(answer, meta["choices"]) == truth
+    picked = extract_choice(answer, meta["options"])
+    return picked is not None and LETTERS[picked] == truth
 
 
-def score_mmbench(records: list[dict], judge: Judge | None = None) -> Results:
+def question_hits(records: list[dict], reading: str = "official") -> dict[int, bool]:
+    """Question index -> right in every rotation (its group: rows with index % 1e6 == it), as VLMEvalKit."""
+    groups: dict[int, list[bool]] = {}
+    for record in records:
+        groups.setdefault(record["meta"]["group"], []).append(_row_is_right(record, reading))
+    return {
+        r["meta"]["index"]: all(groups[r["meta"]["index"]])
+        for r in records
+        if r["meta"]["index"] == r["meta"]["group"]
+    }
+
+
+def score_mmbench(records: list[dict], judge: Judge | None = None, reading: str = "official") -> Results:
     if any(r["meta"]["answer"] is None for r in records):
         return Results(
             metrics={"circular_accuracy": "not scored (no answers: upload the submission file)"},
             notes=["the TSV has no answer column (test split); the .xlsx submission was written instead"],
         )
-    rounds = [
-        (r["meta"]["index"], r["meta"]["category"], _picked_letter(r) == LETTERS[r["meta"]["answer"]])
-        for r in records
-    ]
-    by_category = circular_accuracy(rounds)
-    by_l2 = circular_accuracy(
-        (i, r["meta"]["l2_category"], c) for (i, _, c), r in zip(rounds, records, strict=True)
-    )
-    first_round = letter_accuracy(
-        (r["meta"]["category"], int(c))
-        for (_, _, c), r in zip(rounds, records, strict=True)
-        if r["meta"]["round"] == 0
-    )
+    questions = {r["meta"]["index"]: r for r in records if r["meta"]["index"] == r["meta"]["group"]}
+    if not questions:
+        return Results(metrics={"circular_accuracy": "not scored (no question row, index < 1e6, answered)"})
+    rows = [r for r in records if r["meta"]["group"] in questions]
+    hits = question_hits(rows, reading)
+    by_category = letter_accuracy((questions[i]["meta"]["category"], int(hit)) for i, hit in hits.items())
+    by_l2 = letter_accuracy((questions[i]["meta"]["l2_category"], int(hit)) for i, hit in hits.items())
     categories = {f"l2/{k}": v for k, v in by_l2.items() if k != "all"}
     categories.update({k: v for k, v in by_category.items() if k != "all"})
-    return Results(
-        metrics={
-            "circular_accuracy": by_category["all"]["accuracy"],
-            "first_round_accuracy": first_round["all"]["accuracy"],
-            "questions": by_category["all"]["total"],
-        },
-        categories=categories,
-    )
+    first_round = [_row_is_right(question, reading) for question in questions.values()]
+    metrics: dict = {
+        "circular_accuracy": by_category["all"]["accuracy"],
+        "first_round_accuracy": sum(first_round) / len(first_round),
+        "questions": len(questions),
+        "rows": len(rows),
+    }
+    notes = []
+    if len(rows) < len(records):
+        notes.append(
+            f"{len(records) - len(rows)} rows whose question (index % 1e6) is not in the TSV: not scored"
+        )
+    if reading != "official":
+        metrics = {f"lenient_{k}" if k.endswith("accuracy") else k: v for k, v in metrics.items()}
+        notes.append("lenient reading (scoring.extract_choice): not the official score")
+    return Results(metrics=metrics, categories=categories, notes=notes)
 
 
 def write_mmbench_submission(records: list[dict], data: Path, out: Path) -> list[Path]:
-    """One row per round: index, question, hint, A.., prediction (a letter), answer, category, l2-category."""
-    width = max(len(r["meta"]["options"]) for r in records)
-    header = [
-        "index",
-        "round",
-        "question",
-        "hint",
-        *LETTERS[:width],
-        "prediction",
-        "answer",
-        "category",
-        "l2-category",
-    ]
-    rows = [header]
-    for record in records:
-        meta = record["meta"]
-        options = meta["options"] + [""] * (width - len(meta["options"]))
-        answer = "" if meta["answer"] is None else LETTERS[meta["answer"]]
-        rows.append(
-            [
-                meta["index"],
-                str(meta["round"]),
-                meta["question"],
-                meta["hint"],
-                *options,
-                _picked_letter(record),
-                answer,
-                meta["category"],
-                meta["l2_category"],
-            ]
-        )
-    path = out / "submission" / f"{find_tsv(data).stem}_submission.xlsx"
-    write_xlsx(path, rows)
-    return [path]
+    """The release's upload file: the TSV's rows and columns (less SUBMISSION_DROPPED), with "prediction"."""
+    path = find_tsv(data)
+    table = read_tsv(path)
+    answers = {r["meta"]["index"]: r["answer"].strip() for r in records}
+    columns = [c for c in (table[0].keys() if table else []) if c not in SUBMISSION_DROPPED]
+    columns.insert(min(6, len(columns)), "prediction")
+    rows: list[list[str | int]] = [list(columns)]
+    for row_number, row in enumerate(table, start=2):
+        index = _row_index(row, f"{path}:{row_number}")
+        values = {**row, "index": index, "prediction": answers.get(index, "")}
+        rows.append([values[c] for c in columns])
+    target = out / "submission" / f"{path.stem}_submission.xlsx"
+    write_xlsx(target, rows)
+    return [target]
 
 
 def _column_name(number: int) -> str:
@@ -167,14 +194,17 @@ def _column_name(number: int) -> str:
     return name
 
 
-def write_xlsx(path: Path, rows: list[list[str]]) -> None:
-    """A minimal one-sheet .xlsx (inline strings): enough for MMBench's server, no extra dependency."""
+def _cell(reference: str, value: str | int) -> str:
+    if isinstance(value, int):
+        return f'<c r="{reference}"><v>{value}</v></c>'
+    return f'<c r="{reference}" t="inlineStr"><is><t xml:space="preserve">{escape(str(value))}</t></is></c>'
+
+
+def write_xlsx(path: Path, rows: list[list[str | int]]) -> None:
+    """A minimal one-sheet .xlsx (integers as numbers, text inline): enough for MMBench's server."""
     cells = []
     for r, row in enumerate(rows, start=1):
-        values = "".join(
-            f'<c r="{_column_name(c)}{r}" t="inlineStr"><is><t xml:space="preserve">{escape(str(v))}</t></is></c>'
-            for c, v in enumerate(row)
-        )
+        values = "".join(_cell(f"{_column_name(c)}{r}", v) for c, v in enumerate(row))
         cells.append(f'<row r="{r}">{values}</row>')
     main = "http://schemas.openxmlformats.org/spreadsheetml/2006/main"
     relations = "http://schemas.openxmlformats.org/officeDocument/2006/relationships"
@@ -219,6 +249,7 @@ BENCHMARKS = [
         score_mmbench,
         16,
         write_mmbench_submission,
-        layout="mmbench_dev_20230712.tsv (base64 images)",
+        layout="mmbench_dev_20230712.tsv or MMBench_DEV_EN.tsv (base64 images, circular rows)",
+        lenient_score=partial(score_mmbench, reading="lenient"),
     )
 ]

@@ -69,7 +69,7 @@ def load_mme(root: Path) -> list[Item]:
 
 def score_mme(records: list[dict], judge: Judge | None = None) -> Results:
     scores = mme_scores(
-        (r["meta"]["category"], r["meta"]["image"], mme_yes_no(r["answer"]), r["meta"]["label"])
+        (r["meta"]["category"], r["meta"]["image"], mme_yes_no(r["answer"].strip()), r["meta"]["label"])
         for r in records
     )
     return Results(

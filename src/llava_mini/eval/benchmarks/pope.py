@@ -1,13 +1,17 @@
 """POPE (object hallucination): yes/no questions in three splits, scored per split.
 
 Layout: pope/ coco/coco_pope_{random,popular,adversarial}.json (or the files directly in pope/), val2014/.
-Each line is {"question_id", "image", "text", "label": "yes"|"no"}. The prompt is the text plus the
-release's short-answer instruction; answers are read the way POPE's script reads them (`pope_yes_no`).
-The headline F1 and accuracy are the means over the splits present, as LLaVA-1.5 and LLaVA-Mini report.
+Each line is {"question_id", "image", "text", "label": "yes"|"no"}. The release's layout (LLaVA-1.5
+playground: llava_pope_test.jsonl beside coco/ and val2014/) loads as is. The prompt is the text plus the
+release's short-answer instruction. Answers are read as the release's eval_pope.py reads them
+(`pope_yes_no`), and scored per split as it does; a metric the script would divide by zero for (precision
+on a split with no "yes") is reported as undefined with a note. The headline F1 and accuracy are the means
+over the splits present, as LLaVA-1.5 and LLaVA-Mini report (the script prints the splits only).
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from llava_mini.eval.benchmarks.base import (
@@ -20,7 +24,7 @@ from llava_mini.eval.benchmarks.base import (
     read_jsonl,
     resolve_media,
 )
-from llava_mini.eval.scoring import mean, pope_metrics, pope_yes_no
+from llava_mini.eval.scoring import mean, pope_metrics, pope_yes_no, pope_yes_no_lenient
 
 POPE_SPLITS = ("adversarial", "popular", "random")
 
@@ -53,20 +57,28 @@ def load_pope(root: Path) -> list[Item]:
     return items
 
 
-def score_pope(records: list[dict], judge: Judge | None = None) -> Results:
-    per_split = {}
+def score_pope(records: list[dict], judge: Judge | None = None, reading: str = "official") -> Results:
+    read = pope_yes_no if reading == "official" else pope_yes_no_lenient
+    per_split, notes = {}, []
     for split in POPE_SPLITS:
         chosen = [r for r in records if r["meta"]["split"] == split]
         if chosen:
-            predictions = [pope_yes_no(r["answer"]) for r in chosen]
+            predictions = [read(r["answer"].strip()) for r in chosen]
             per_split[split] = pope_metrics(predictions, [r["meta"]["label"] for r in chosen])
-    return Results(
-        metrics={
-            "f1": mean([m["f1"] for m in per_split.values()]),
-            "accuracy": mean([m["accuracy"] for m in per_split.values()]),
-        },
-        categories=per_split,
-    )
+            undefined = [name for name, value in per_split[split].items() if value is None]
+            if undefined:
+                notes.append(
+                    f"{split}: {', '.join(undefined)} undefined (a zero denominator: eval_pope.py stops "
+                    "with ZeroDivisionError there)"
+                )
+    metrics: dict = {}
+    for name in ("f1", "accuracy"):
+        values = [m[name] for m in per_split.values()]
+        metrics[name] = mean(values) if None not in values else "undefined (see notes)"
+    if reading != "official":
+        metrics = {f"lenient_{k}": v for k, v in metrics.items()}
+        notes.append("lenient reading (split on any whitespace): not the official score")
+    return Results(metrics=metrics, categories=per_split, notes=notes)
 
 
 BENCHMARKS = [
@@ -78,5 +90,6 @@ BENCHMARKS = [
         score_pope,
         16,
         layout="coco/coco_pope_{random,popular,adversarial}.json + val2014/",
+        lenient_score=partial(score_pope, reading="lenient"),
     )
 ]

@@ -1,13 +1,17 @@
 """ScienceQA: multiple choice; the paper reports ScienceQA-IMG, the test questions that come with an image.
 
-Layout: scienceqa/ llava_test_CQM-I.json, problems.json (answers, choices, subjects) and
-images/test/<id>/image.png.
+Layout: scienceqa/ llava_test_CQM-A.json (the release's: every test question) or llava_test_CQM-I.json
+(image questions only), problems.json (answers, choices, subjects) and images/test/<id>/image.png.
 The prompt is the release's question text (context, question, "Options: (A) ..."), without its `<image>`
 marker, plus "Answer with the option's letter from the given choices directly." (its single-prediction mode).
+Answers are read as the release's eval_science_qa.py reads them (`scoring.scienceqa_choice`): "B", "B. ..."
+or one "The answer is B." ; anything else is wrong (the script returns -1 before its random pick).
+Headline: IMG accuracy (questions with an image), as the script's "IMG-Accuracy".
 """
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
 from llava_mini.eval.benchmarks.base import (
@@ -20,7 +24,7 @@ from llava_mini.eval.benchmarks.base import (
     find_file,
     read_json,
 )
-from llava_mini.eval.scoring import extract_choice, letter_accuracy
+from llava_mini.eval.scoring import extract_choice, letter_accuracy, scienceqa_choice
 
 
 def _image_path(root: Path, name: str, where: str) -> Path:
@@ -31,7 +35,9 @@ def _image_path(root: Path, name: str, where: str) -> Path:
 
 
 def load_scienceqa(root: Path) -> list[Item]:
-    question_file = find_file(root, ["llava_test_CQM-I.json"], "ScienceQA question file")
+    question_file = find_file(
+        root, ["llava_test_CQM-A.json", "llava_test_CQM-I.json"], "ScienceQA question file"
+    )
     folder = question_file.parent
     problems = read_json(find_file(folder, ["problems.json"], "ScienceQA problems.json"))
     items = []
@@ -60,12 +66,16 @@ def load_scienceqa(root: Path) -> list[Item]:
     return items
 
 
-def score_scienceqa(records: list[dict], judge: Judge | None = None) -> Results:
+def score_scienceqa(records: list[dict], judge: Judge | None = None, reading: str = "official") -> Results:
     outcomes = []
     for record in records:
-        meta = record["meta"]
-        picked = extract_choice(record["answer"], meta["choices"])
-        outcome = None if picked is None else int(picked == meta["answer"])
+        meta, answer = record["meta"], record["answer"].strip()
+        if reading == "official":
+            picked = scienceqa_choice(answer, len(meta["choices"]))
+            outcome = None if picked < 0 else int(picked == meta["answer"])
+        else:
+            picked = extract_choice(answer, meta["choices"])
+            outcome = None if picked is None else int(picked == meta["answer"])
         outcomes.append(("IMG" if meta["has_image"] else "TXT", outcome))
         outcomes.append((f"subject/{meta['subject']}", outcome))
     table = letter_accuracy(outcomes)
@@ -77,11 +87,11 @@ def score_scienceqa(records: list[dict], judge: Judge | None = None) -> Results:
         "accuracy": sum(bool(o) for _, o in every) / len(every),
         "unparsed": sum(o is None for _, o in every),
     }
-    return Results(
-        metrics=metrics,
-        categories=table,
-        notes=["an answer naming no option counts as wrong (the release picks one at random)"],
-    )
+    notes = ["an answer the reading names no option in counts as wrong (as in the release's script)"]
+    if reading != "official":
+        metrics = {f"lenient_{k}": v for k, v in metrics.items()}
+        notes.append("lenient reading (scoring.extract_choice): not the official score")
+    return Results(metrics=metrics, categories=table, notes=notes)
 
 
 BENCHMARKS = [
@@ -92,6 +102,7 @@ BENCHMARKS = [
         load_scienceqa,
         score_scienceqa,
         16,
-        layout="llava_test_CQM-I.json + problems.json + images/test/",
+        layout="llava_test_CQM-A.json (or -I) + problems.json + images/test/",
+        lenient_score=partial(score_scienceqa, reading="lenient"),
     )
 ]

@@ -1,15 +1,21 @@
 """SEED-Bench: four-option multiple choice in 12 evaluation dimensions (9 image, 3 video).
 
 Layout: seed_bench/ SEED-Bench.json ({"questions": [...], "question_type": {name: id}}), SEED-Bench-image/,
-and for the video dimensions either SEED-Bench-video-image/<question_id>.png (the middle frame LLaVA-1.5
+(or all of it in seed_bench/SEED-Bench/, the release's layout), and for the video dimensions either SEED-Bench-video-image/<question_id>.png (the middle frame LLaVA-1.5
 extracts) or SEED-Bench-video/<data_id> (a video file or a folder of frames; LLaVA-Mini can read video).
 Video questions whose media is absent are skipped with a warning (the image-only SEED-IMG protocol).
 Prompt: question, "A. ..." lines, "Answer with the option's letter from the given choices directly."
+Scored as the release's scripts/convert_seed_for_submission.py does: an answer is right only if it is the
+letter itself ("A"; "A." or "(A)" are wrong); accuracy per dimension, over all, over image and over video
+questions. The upload file is that script's: submission/seed_bench_upload.jsonl, {"question_id",
+"prediction"} per line.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from functools import partial
 from pathlib import Path
 
 from llava_mini.eval.benchmarks.base import (
@@ -27,7 +33,7 @@ from llava_mini.eval.benchmarks.base import (
     read_json,
     resolve_media,
 )
-from llava_mini.eval.scoring import LETTERS, extract_choice, letter_accuracy
+from llava_mini.eval.scoring import LETTERS, extract_choice, letter_accuracy, seed_is_correct
 
 logger = logging.getLogger(__name__)
 CHOICE_KEYS = ("choice_a", "choice_b", "choice_c", "choice_d")
@@ -46,7 +52,9 @@ def _video_media(root: Path, entry: dict) -> MediaSource | None:
 
 
 def load_seed(root: Path) -> list[Item]:
-    question_file = find_file(root, ["SEED-Bench.json"], "SEED-Bench question file")
+    question_file = find_file(
+        root, ["SEED-Bench.json", "SEED-Bench/SEED-Bench.json"], "SEED-Bench question file"
+    )
     folder = question_file.parent
     data = read_json(question_file)
     names = {int(number): name for name, number in data.get("question_type", {}).items()}
@@ -73,6 +81,7 @@ def load_seed(root: Path) -> list[Item]:
                     "dimension": names.get(dimension, str(dimension)),
                     "dimension_id": dimension,
                     "data_type": entry.get("data_type", "image"),
+                    "question_id": entry["question_id"],
                 },
             )
         )
@@ -83,22 +92,44 @@ def load_seed(root: Path) -> list[Item]:
     return items
 
 
-def score_seed(records: list[dict], judge: Judge | None = None) -> Results:
+def score_seed(records: list[dict], judge: Judge | None = None, reading: str = "official") -> Results:
     outcomes = []
     for record in records:
-        picked = extract_choice(record["answer"], record["meta"]["options"])
-        outcome = None if picked is None else int(picked == record["meta"]["answer"])
-        outcomes.append((f"{record['meta']['dimension_id']:02d} {record['meta']['dimension']}", outcome))
+        meta, answer = record["meta"], record["answer"].strip()
+        if reading == "official":
+            outcome: int | None = int(seed_is_correct(answer, LETTERS[meta["answer"]]))
+        else:
+            picked = extract_choice(answer, meta["options"])
+            outcome = None if picked is None else int(picked == meta["answer"])
+        outcomes.append((f"{meta['dimension_id']:02d} {meta['dimension']}", outcome))
     table = letter_accuracy(outcomes)
     overall = table.pop("all")
     image = [o for (_, o), r in zip(outcomes, records, strict=True) if r["meta"]["data_type"] == "image"]
     video = [o for (_, o), r in zip(outcomes, records, strict=True) if r["meta"]["data_type"] != "image"]
-    metrics = {"accuracy": overall["accuracy"], "unparsed": overall["unparsed"]}
+    metrics = {"accuracy": overall["accuracy"]}
+    if reading != "official":
+        metrics["unparsed"] = overall["unparsed"]
     if image:
         metrics["image_accuracy"] = sum(bool(o) for o in image) / len(image)
     if video:
         metrics["video_accuracy"] = sum(bool(o) for o in video) / len(video)
-    return Results(metrics=metrics, categories=table)
+    notes = []
+    if reading != "official":
+        metrics = {f"lenient_{k}": v for k, v in metrics.items()}
+        notes.append("lenient reading (scoring.extract_choice): not the official score")
+    return Results(metrics=metrics, categories=table, notes=notes)
+
+
+def write_seed_submission(records: list[dict], data: Path, out: Path) -> list[Path]:
+    """The release's upload file: one {"question_id", "prediction": the answer as given} per line."""
+    path = out / "submission" / "seed_bench_upload.jsonl"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [
+        json.dumps({"question_id": r["meta"]["question_id"], "prediction": r["answer"].strip()})
+        for r in records
+    ]
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return [path]
 
 
 BENCHMARKS = [
@@ -109,6 +140,8 @@ BENCHMARKS = [
         load_seed,
         score_seed,
         16,
+        write_seed_submission,
+        lenient_score=partial(score_seed, reading="lenient"),
         layout="SEED-Bench.json + SEED-Bench-image/ [+ SEED-Bench-video-image/ or SEED-Bench-video/]",
     )
 ]
