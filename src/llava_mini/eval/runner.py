@@ -346,7 +346,7 @@ def add_benchmark_arguments(parser: argparse.ArgumentParser) -> None:
         "--judge-url", default=None, help="OpenAI-compatible endpoint (.../v1) for judged benchmarks"
     )
     parser.add_argument(
-        "--judge-model", default=None, help="model name at --judge-url, e.g. gpt-3.5-turbo-0125"
+        "--judge-model", default=None, help="judge model at --judge-url (default: each benchmark's official judge, e.g. gpt-4-0314 for LLaVA-Bench)"
     )
     parser.add_argument(
         "--judge-api-key-env", default="OPENAI_API_KEY", help="environment variable with the key"
