@@ -49,11 +49,20 @@ function readAsDataURL(blob) {
   });
 }
 
-function mediaElement(kind, url, label) {
+function mediaElement(kind, url, label, {controls = true} = {}) {
+  // An <img> or <video>; if the browser cannot show the file, a note says so (the server may still read it).
   const element = document.createElement(kind === "video" ? "video" : "img");
+  if (kind === "video") {
+    Object.assign(element, {muted: true, loop: true, playsInline: true, controls, autoplay: !controls});
+    element.setAttribute("aria-label", label);
+  } else element.alt = label;
+  element.addEventListener("error", () => {
+    const note = document.createElement("span");
+    note.className = "unshown";
+    note.textContent = `${label}: this browser cannot show the file`;
+    element.replaceWith(note);
+  }, {once: true});
   element.src = url;
-  if (kind === "video") { element.muted = true; element.controls = true; element.loop = true; element.playsInline = true; element.setAttribute("aria-label", label); }
-  else element.alt = label;
   return element;
 }
 
@@ -104,8 +113,9 @@ function showExamples() {
     button.className = "example";
     button.dataset.file = example.file;
     button.setAttribute("aria-label", `Example ${kind}: ${example.label}. Asks: ${example.question}`);
-    const thumb = mediaElement(kind, `/static/${example.file}`, "");
-    if (kind === "video") { thumb.controls = false; thumb.preload = "metadata"; thumb.setAttribute("aria-hidden", "true"); }
+    const thumb = mediaElement(kind, `/static/${example.file}`, example.label, {controls: false});
+    thumb.setAttribute("aria-hidden", "true");
+    if (kind === "video") { thumb.autoplay = false; thumb.preload = "metadata"; }
     const caption = document.createElement("span");
     caption.textContent = example.label;
     button.append(thumb, caption);
@@ -204,7 +214,7 @@ async function showAttention(userNode, medium) {
     ? `What the token sees${frames > 1 ? `: one token per frame, ${frames} frames` : ""}`
     : `What the ${medium.queries} tokens see${frames > 1 ? `, per frame (${frames} frames)` : ""}`;
   const strip = document.createElement("div");
-  strip.className = "heatmaps" + (frames === 1 && medium.queries === 1 ? " single" : "");
+  strip.className = "heatmaps" + (frames === 1 && medium.queries === 1 ? " single" : frames > 1 ? " frames" : "");
   const drawn = [];
   medium.frames.forEach((frame, f) => {
     frame.attention.forEach((weights, q) => {
@@ -265,7 +275,7 @@ function settings() {
   return {max_tokens: maxTokens, temperature: Number.parseFloat($("temperature").value)};
 }
 
-async function streamAnswer(messages, answer, signal, options) {
+async function streamAnswer(messages, answer, signal, options, onFirstToken) {
   const textNode = answer.querySelector(".text");
   const started = performance.now();
   let firstTokenMs = null;
@@ -290,7 +300,7 @@ async function streamAnswer(messages, answer, signal, options) {
       if (chunk.error) throw new Error(chunk.error.message);
       const piece = chunk.choices[0].delta.content;
       if (piece) {
-        if (firstTokenMs === null) firstTokenMs = performance.now() - started;
+        if (firstTokenMs === null) { firstTokenMs = performance.now() - started; onFirstToken(); }
         textNode.textContent += piece;
       }
     }
@@ -311,7 +321,7 @@ async function ask(event) {
   if (attachment) {
     const holder = document.createElement("div");
     holder.className = "media";
-    holder.append(mediaElement(attachment.kind, attachment.url, `${attachment.kind}: ${attachment.name}`));
+    holder.append(mediaElement(attachment.kind, attachment.url, `${attachment.kind}: ${attachment.name}`, {controls: false}));
     userNode.querySelector(".bubble").prepend(holder);
     content.push(attachment.kind === "video"
       ? {type: "video_url", video_url: {url: attachment.url}}
@@ -329,20 +339,19 @@ async function ask(event) {
   controller = new AbortController();
   setBusy(true);
 
-  const inspection = inspect(messages).then(async (result) => {
-    for (const medium of result.media.slice(result.media.length - newMedia)) await showAttention(userNode, medium);
-    return result;
-  }).catch((error) => {
-    const note = document.createElement("p");
-    note.className = "sees note";
-    note.textContent = `Attention not shown: ${error.message}`;
-    if (newMedia) userNode.append(note);
-    return null;
-  });
+  // What the token sees is asked for once the first token is out (or the answer ended), so that it does not
+  // compete with the answer for the model: the time to first token is the answer's own.
+  let inspection = null;
+  const startInspection = () => {
+    inspection ??= inspect(messages).then(async (result) => {
+      for (const medium of result.media.slice(result.media.length - newMedia)) await showAttention(userNode, medium);
+      return {result, error: null};
+    }).catch((error) => ({result: null, error}));
+  };
 
   let firstTokenMs = null;
   try {
-    firstTokenMs = await streamAnswer(messages, answer, controller.signal, options);
+    firstTokenMs = await streamAnswer(messages, answer, controller.signal, options, startInspection);
     answer.dataset.state = "done";
   } catch (error) {
     if (error.name === "AbortError") answer.dataset.state = "stopped";
@@ -353,8 +362,17 @@ async function ask(event) {
   controller = null;
   setBusy(false);
   question.focus();
-  const result = await inspection;
-  if (answer.dataset.state !== "error") showStats(answer, result, firstTokenMs);
+  if (answer.dataset.state !== "error") {  // a refused question's error already says what was wrong
+    startInspection();
+    const {result, error} = await inspection;
+    if (error && newMedia) {
+      const note = document.createElement("p");
+      note.className = "sees note";
+      note.textContent = `Attention not shown: ${error.message}`;
+      userNode.append(note);
+    }
+    showStats(answer, result, firstTokenMs);
+  }
   answer.dataset.done = "true";
 }
 
