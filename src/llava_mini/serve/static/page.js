@@ -245,7 +245,7 @@ function showStats(answerNode, inspection, firstTokenMs) {
   const items = [];
   if (inspection) {
     const saved = inspection.baseline_vision_tokens;
-    items.push(`<strong>${inspection.vision_tokens}</strong> vision token${inspection.vision_tokens === 1 ? "" : "s"} reached the LLM` +
+    items.push(`<strong>${inspection.vision_tokens}</strong> vision token${inspection.vision_tokens === 1 ? "" : "s"} in the LLM's prompt` +
       (saved ? ` (LLaVA-1.5-style: <strong>${saved}</strong>)` : ""));
     items.push(`prompt <strong>${inspection.prompt_tokens}</strong> tokens`);
     list.dataset.visionTokens = inspection.vision_tokens;
@@ -375,6 +375,13 @@ async function ask(event) {
   }
   answer.dataset.done = "true";
 }
+
+// The conversation follows what is added (text, pictures, heat maps) unless the reader scrolled up.
+let followLog = true;
+const toBottom = () => { if (followLog) log.scrollTop = log.scrollHeight; };
+log.addEventListener("scroll", () => { followLog = log.scrollHeight - log.scrollTop - log.clientHeight < 48; });
+new MutationObserver(toBottom).observe(log, {childList: true, subtree: true, characterData: true});
+for (const event of ["load", "loadedmetadata"]) log.addEventListener(event, toBottom, true);
 
 $("ask").addEventListener("submit", ask);
 question.addEventListener("keydown", (event) => {
