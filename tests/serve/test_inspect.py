@@ -34,7 +34,7 @@ def make_client(directory) -> tuple[TestClient, LlavaMini]:
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
-    return make_client(write_random_model(tmp_path_factory.mktemp("model")))
+    return make_client(write_random_model(tmp_path_factory.mktemp("model"), compressor_size=2))  # 4 queries
 
 
 def picture() -> Image.Image:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import os
 import shutil
+import time
 from pathlib import Path
 
 import httpx
@@ -82,8 +83,10 @@ def server():
 
 @pytest.fixture(scope="module")
 def rambling_server(tmp_path_factory):
-    """A random tiny model: greedy decoding rambles on without an end token, long enough to be stopped."""
-    with start_server(LlavaMini.load(write_random_model(tmp_path_factory.mktemp("model")))) as url:
+    """A random tiny model with C = 2 (4 queries): greedy decoding rambles on without an end token, long enough
+    to be stopped."""
+    directory = write_random_model(tmp_path_factory.mktemp("model"), compressor_size=2)
+    with start_server(LlavaMini.load(directory)) as url:
         yield url
 
 
@@ -228,27 +231,49 @@ def test_an_example_fills_the_attachment_and_the_question(page, server):
     assert by_css(driver, "#answer-1 .text").text.strip() == "toy"
 
 
+def test_a_dropped_clip_is_previewed_and_answered(page, server):
+    driver, folder, _ = page
+    driver.get(server + "/")
+    driver.execute_async_script(
+        "const done = arguments[arguments.length - 1];"
+        "fetch('/static/example-order.mp4').then(r => r.blob()).then(blob => {"
+        "  const data = new DataTransfer();"
+        "  data.items.add(new File([blob], 'dropped.mp4', {type: 'video/mp4'}));"
+        "  const zone = document.getElementById('dropzone');"
+        "  for (const type of ['dragover', 'drop'])"
+        "    zone.dispatchEvent(new DragEvent(type, {dataTransfer: data, bubbles: true, cancelable: true}));"
+        "  done();"
+        "});"
+    )
+    wait_for(driver, "#preview video")
+    assert by_css(driver, "#attachment-name").text == "Video: dropped.mp4"
+    ask(driver, "Which shape appears last?")
+    wait_for(driver, "#answer-1[data-done='true']")
+    driver.save_screenshot(str(folder / "dropped-answered.png"))
+    assert by_css(driver, "#answer-1 .text").text.strip() == "square"
+
+
 def test_stop_cancels_the_stream_and_the_next_question_is_answered(page, rambling_server):
     driver, folder, _ = page
     driver.get(rambling_server + "/")
     by_css(driver, "#file").send_keys(str(PICTURE))
-    ask(driver, "How many objects are there?", max_tokens=256)
+    ask(driver, "How many objects are there?", max_tokens=256)  # 256 tokens without an end: seconds of work
     wait_for(driver, "#answer-1[data-state='streaming']")
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    WebDriverWait(driver, WAIT_S).until(lambda d: by_css(d, "#answer-1 .text").text.strip())
     assert not by_css(driver, "#stop").get_attribute("disabled")
+    time.sleep(0.5)  # the request is in flight
     by_css(driver, "#stop").click()
     wait_for(driver, "#answer-1[data-done='true']")
     driver.save_screenshot(str(folder / "stopped.png"))
-    assert by_css(driver, "#answer-1").get_attribute("data-state") == "stopped"
+    assert by_css(driver, "#answer-1").get_attribute("data-state") == "stopped"  # aborted, not finished
     assert by_css(driver, "#stop").get_attribute("disabled")
     assert not by_css(driver, "#send").get_attribute("disabled")
+    maps = wait_for(driver, ".msg.user .sees[data-drawn='true']").find_elements("css selector", "figure")
+    assert [m.text for m in maps] == [f"query {q}" for q in range(1, 5)]  # one heat map per query for C > 1
+    assert by_css(driver, "#answer-1 .stats").get_attribute("data-vision-tokens") == "4"
 
     ask(driver, "And now?", max_tokens=4)  # the UI is ready again and the server answers the next question
     wait_for(driver, "#answer-2[data-done='true']")
     assert by_css(driver, "#answer-2").get_attribute("data-state") == "done"
-    assert by_css(driver, "#answer-2 .text").text.strip()
 
 
 def test_a_corrupt_file_shows_the_servers_error(page, server):

@@ -214,7 +214,7 @@ async function showAttention(userNode, medium) {
     ? `What the token sees${frames > 1 ? `: one token per frame, ${frames} frames` : ""}`
     : `What the ${medium.queries} tokens see${frames > 1 ? `, per frame (${frames} frames)` : ""}`;
   const strip = document.createElement("div");
-  strip.className = "heatmaps" + (frames === 1 && medium.queries === 1 ? " single" : frames > 1 ? " frames" : "");
+  strip.className = "heatmaps " + (frames > 1 ? "frames" : medium.queries > 1 ? "queries" : "single");
   const drawn = [];
   medium.frames.forEach((frame, f) => {
     frame.attention.forEach((weights, q) => {
