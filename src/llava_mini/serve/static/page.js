@@ -20,6 +20,7 @@ let attachment = null;   // {kind: "image" | "video", url: data URL, name}
 let modelId = null;
 let controller = null;   // AbortController of the answer being streamed
 let turns = 0;           // questions asked on this page (answers are #answer-1, #answer-2, ...)
+let conversation = 0;    // bumped by "New chat": an answer of an earlier conversation does not join the new one
 
 async function model() {
   if (!modelId) {
@@ -298,7 +299,7 @@ async function streamAnswer(messages, answer, signal, options, onFirstToken) {
       if (data === "[DONE]") continue;
       const chunk = JSON.parse(data);
       if (chunk.error) throw new Error(chunk.error.message);
-      const piece = chunk.choices[0].delta.content;
+      const piece = chunk.choices?.[0]?.delta?.content;  // a chunk may carry no choice (usage)
       if (piece) {
         if (firstTokenMs === null) { firstTokenMs = performance.now() - started; onFirstToken(); }
         textNode.textContent += piece;
@@ -330,6 +331,7 @@ async function ask(event) {
   content.push({type: "text", text});
   const newMedia = content.length - 1;
   const messages = [...history, {role: "user", content}];
+  const asked = conversation;
   question.value = "";
   detach();
 
@@ -355,10 +357,13 @@ async function ask(event) {
     answer.dataset.state = "done";
   } catch (error) {
     if (error.name === "AbortError") answer.dataset.state = "stopped";
+    else if (error instanceof TypeError) showError(new Error(`Could not reach the server (${error.message}).`), answer);
     else showError(error, answer);
   }
   const reply = answer.querySelector(".text").textContent;
-  if (answer.dataset.state !== "error" && reply) history = [...messages, {role: "assistant", content: reply}];
+  if (answer.dataset.state !== "error" && reply && asked === conversation) {
+    history = [...messages, {role: "assistant", content: reply}];
+  }
   controller = null;
   setBusy(false);
   question.focus();
@@ -390,6 +395,7 @@ question.addEventListener("keydown", (event) => {
 $("stop").onclick = () => { if (controller) controller.abort(); };
 $("reset").onclick = () => {
   if (controller) controller.abort();
+  conversation += 1;
   history = [];
   log.replaceChildren();
   const empty = document.createElement("p");
