@@ -144,4 +144,5 @@ def test_limits_are_named(server, client):
 
 def test_the_web_page_is_served(server):
     page = httpx.get(server[0] + "/")
-    assert page.status_code == 200 and "/v1/chat/completions" in page.text
+    assert page.status_code == 200 and "/static/page.js" in page.text
+    assert "/v1/chat/completions" in httpx.get(server[0] + "/static/page.js").text

@@ -18,6 +18,7 @@ from PIL import Image
 from llava_mini.analysis.plotting import new_figure, save_figure
 from llava_mini.inference.generate import LlavaMini
 from llava_mini.processing.image import LlavaMiniImageProcessor, expand_to_square, load_image
+from llava_mini.processing.processor import Video
 
 
 def displayed_picture(image: Image.Image, image_processor: LlavaMiniImageProcessor) -> Image.Image:
@@ -36,14 +37,15 @@ def displayed_picture(image: Image.Image, image_processor: LlavaMiniImageProcess
 
 
 @torch.inference_mode()
-def compressor_attention(assistant: LlavaMini, image: Image.Image, question: str) -> torch.Tensor:
-    """(K, g, g) attention of each compression query over the grid for one image (rows sum to one)."""
+def medium_attention(assistant: LlavaMini, medium: Image.Image | Video, question: str) -> torch.Tensor:
+    """(P, K, g, g) attention of each compression query over the grid, per picture (P = 1 for an image,
+    the sampled frames for a video); each query's map sums to one."""
     if assistant.model.compressor is None:
         raise ValueError(
             "the model has no compressor (compressor_type='none'): every vision token reaches the LLM"
         )
-    messages = assistant.question_messages(question, [image])
-    batch = assistant.prepare([messages], [[image]])
+    messages = assistant.question_messages(question, [medium])
+    batch = assistant.prepare([messages], [[medium]])
     output = assistant.model(**batch)
     attention = output.compressor_attentions  # (P, K, G)
     if attention is None:
@@ -51,7 +53,12 @@ def compressor_attention(assistant: LlavaMini, image: Image.Image, question: str
     side = math.isqrt(attention.shape[-1])
     if side * side != attention.shape[-1]:
         raise ValueError(f"the compressor read {attention.shape[-1]} positions, not a square grid")
-    return attention[0].float().cpu().reshape(-1, side, side)
+    return attention.float().cpu().reshape(attention.shape[0], attention.shape[1], side, side)
+
+
+def compressor_attention(assistant: LlavaMini, image: Image.Image, question: str) -> torch.Tensor:
+    """(K, g, g) attention of each compression query over the grid for one image (rows sum to one)."""
+    return medium_attention(assistant, image, question)[0]
 
 
 def plot_compression(

@@ -1,4 +1,5 @@
-"""An OpenAI-compatible server: /v1/chat/completions (with SSE streaming), /v1/models, /health, a web page."""
+"""An OpenAI-compatible server: /v1/chat/completions (with SSE streaming), /v1/models, /health, a web page;
+plus /v1/inspect, what the one token sees (serve/inspect.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
@@ -26,6 +28,7 @@ from llava_mini.model.vision import VisionFeatureCache
 from llava_mini.processing.processor import Medium
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
 from llava_mini.serve.batching import Batcher, QueueFull
+from llava_mini.serve.inspect import inspect_request
 from llava_mini.serve.media import MediaError, MediaPolicy, load_request_medium
 from llava_mini.serve.schemas import (
     ChatCompletion,
@@ -197,6 +200,31 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
         return files("llava_mini.serve").joinpath("static/index.html").read_text()
+
+    # The page's script, style and example media.
+    app.mount("/static", StaticFiles(directory=str(files("llava_mini.serve").joinpath("static"))), name="static")
+
+    @app.post("/v1/inspect", response_model=None)
+    async def inspect(request: ChatCompletionRequest) -> dict:
+        """llava-mini's extension: the compressor's attention and token counts for a conversation (serve/inspect.py)."""
+        if request.model != state.model_id:
+            raise APIError(404, f"model {request.model!r} does not exist; this server serves {state.model_id!r}", param="model")
+
+        def run() -> dict:
+            messages, media = request_to_conversation(state, request)
+            prompt_tokens = len(state.assistant.processor.encode(messages, media).input_ids)
+            return inspect_request(state, request, prompt_tokens)
+
+        try:
+            state.batcher.admit()
+        except QueueFull as error:
+            raise APIError(429, str(error), kind="rate_limit_error") from error
+        try:
+            return await run_in_threadpool(run)
+        except ValueError as error:  # media errors, a model without a compressor, a prompt over the limit
+            raise APIError(400, str(error), param="messages") from error
+        finally:
+            state.batcher.release()
 
     @app.post("/v1/chat/completions", response_model=None)
     async def chat_completions(request: ChatCompletionRequest):
