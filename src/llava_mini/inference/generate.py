@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 from transformers import TextIteratorStreamer
 
-from llava_mini.model.loading import Quantization, is_hub_id, load_options
+from llava_mini.model.configuration import LlavaMiniConfig
+from llava_mini.model.loading import Quantization, is_hub_id, load_options, weight_report_error
 from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
 from llava_mini.model.release import is_release_checkpoint, load_release
-from llava_mini.processing.image import load_image
+from llava_mini.processing.image import LlavaMiniImageProcessor, describe_error, load_image
 from llava_mini.processing.processor import LlavaMiniProcessor, Medium, Video, is_video
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
 from llava_mini.processing.video import VideoFile
@@ -62,12 +63,55 @@ class Completion:
     finish_reason: str
 
 
-def load_medium(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> Medium:
-    """An image file -> PIL image; a video file (by suffix) -> a `VideoFile` decoded lazily, in chunks."""
+def load_medium(
+    path: str | os.PathLike,
+    fps: float = 1.0,
+    max_frames: int | None = None,
+    image_processor: LlavaMiniImageProcessor | None = None,
+) -> Medium:
+    """An image file -> PIL image; a video file (by suffix) -> a `VideoFile` decoded lazily, in chunks.
+
+    Sizes are checked against `image_processor`'s limits (max_pixels, max_side, max_frame_pixels) before decoding.
+    """
     path = Path(path)
+    limits = image_processor or LlavaMiniImageProcessor()
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        return VideoFile(path, fps=fps, max_frames=max_frames)
-    return load_image(path)
+        return VideoFile(path, fps, max_frames, limits.max_frame_pixels, limits.max_side)
+    return load_image(path, limits.max_pixels, limits.max_side)
+
+
+def load_checked_model(path: str, options: dict) -> LlavaMiniForConditionalGeneration:
+    """`from_pretrained` whose failures name the model and the cause: a config transformers rejects, weights
+    that are empty, truncated or garbage, and weights missing or in excess (a config whose layer count does not
+    match its weights would otherwise load with random layers and answer nonsense)."""
+    try:
+        config = LlavaMiniConfig.from_pretrained(path)
+    except OSError as error:  # transformers' own words (no config.json, unreachable hub), plus which model
+        raise OSError(f"could not load the model {path}: {error}") from error
+    except Exception as error:  # ValueError, TypeError, KeyError, ... from a field it rejects
+        raise ValueError(f"{path}: config.json is not a valid llava-mini config ({describe_error(error)})") from error
+    try:
+        network, report = LlavaMiniForConditionalGeneration.from_pretrained(
+            path, config=config, output_loading_info=True, **options
+        )
+    except OSError as error:
+        raise OSError(f"could not load the model {path}: {error}") from error
+    except Exception as error:  # SafetensorError on empty / truncated / garbage files, KeyError on an unknown activation
+        raise ValueError(f"could not load the model {path} ({describe_error(error)})") from error
+    problem = weight_report_error(path, report)
+    if problem:
+        raise ValueError(problem)
+    return network
+
+
+def load_processor(path: str) -> LlavaMiniProcessor:
+    """The saved processor; a tokenizer or processor file that cannot be read is named."""
+    try:
+        return LlavaMiniProcessor.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise type(error)(f"could not load the processor of {path}: {error}") from error
+    except Exception as error:  # a garbage tokenizer.json, ...
+        raise ValueError(f"could not load the processor of {path} ({describe_error(error)})") from error
 
 
 def resolve_model_path(model: str | os.PathLike | None) -> str:
@@ -109,12 +153,7 @@ class LlavaMini:
         options = load_options(device, dtype, device_map, quantization)
         if is_release_checkpoint(path):
             return cls(*load_release(path, **options))
-        try:
-            network = LlavaMiniForConditionalGeneration.from_pretrained(path, **options)
-            processor = LlavaMiniProcessor.from_pretrained(path)
-        except OSError as error:  # transformers' own words (missing weights, unreachable hub), plus which model
-            raise OSError(f"could not load the model {path}: {error}") from error
-        return cls(network, processor)
+        return cls(load_checked_model(path, options), load_processor(path))
 
     @property
     def config(self):
@@ -134,7 +173,9 @@ class LlavaMini:
     def medium(self, source: str | os.PathLike | Medium) -> Medium:
         if isinstance(source, (Image.Image, Video, VideoFile, torch.Tensor)):
             return source
-        return load_medium(source, fps=self.config.video_fps, max_frames=self.config.video_max_frames)
+        return load_medium(
+            source, self.config.video_fps, self.config.video_max_frames, self.processor.image_processor
+        )
 
     def prepare(
         self, conversations: Sequence[Sequence[dict]], media: Sequence[Sequence[Medium]]
