@@ -245,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as error:  # bad input, a missing file or model, an unreachable hub
         print(f"llava-mini: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("llava-mini: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -7,11 +7,11 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from threading import Thread
+from threading import Event, Thread
 
 import torch
 from PIL import Image
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from llava_mini.model.configuration import LlavaMiniConfig
 from llava_mini.model.loading import Quantization, is_hub_id, load_options, weight_report_error
@@ -51,6 +51,16 @@ class GenerationSettings:
         else:
             kwargs.update(do_sample=True, temperature=self.temperature, top_p=self.top_p, top_k=None)
         return kwargs
+
+
+class StopWhenSet(StoppingCriteria):
+    """Ends generation at the next token once `event` is set (a reader that stopped listening)."""
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
 
 
 @dataclass
@@ -258,15 +268,25 @@ class LlavaMini:
     def stream_chat(
         self, messages: Sequence[dict], media: Sequence[Medium], settings: GenerationSettings
     ) -> Iterator[str]:
-        """Like `chat`, yielding text pieces as they are generated."""
+        """Like `chat`, yielding text pieces as they are generated.
+
+        Generation runs in a worker thread. When the reader stops early (it closes the generator, or Ctrl-C
+        interrupts it), the worker is told to stop at its next token and joined before this returns, so no
+        thread is left running inside the model (an interpreter exiting under one aborts).
+        """
         batch = self.prepare([messages], [media])
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = Event()
         kwargs = self._generate_kwargs(batch, settings)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([StopWhenSet(stop)])
         failures: list[BaseException] = []
         worker = Thread(target=self._generate_into, args=(kwargs, streamer, failures), daemon=True)
         worker.start()
-        yield from streamer
-        worker.join()
+        try:
+            yield from streamer
+        finally:
+            stop.set()
+            worker.join()
         if failures:  # e.g. a video that fails to decode half-way: the error reaches the caller
             raise failures[0]
 
