@@ -4,8 +4,8 @@ from `llava-mini ask`, and the server still answers afterwards.
 Valid PNG, JPEG, GIF, BMP and WebP pictures and an MP4 clip are mutated (byte flips, truncation, another
 format's header, huge declared sizes, inserted bytes) and sent as `image_url` / `video_url` data URLs, either
 kind. In CI the loop runs for MEDIA_FUZZ_SECONDS (default 3) from MEDIA_FUZZ_SEED (default 0); a longer run by
-hand (docs/hardening.md): `MEDIA_FUZZ_SECONDS=180 pytest -s tests/serve/test_media_fuzz.py`, which prints the
-outcomes it saw.
+hand (docs/hardening.md): `MEDIA_FUZZ_SECONDS=180 MEDIA_FUZZ_ASK_CASES=40 pytest -s tests/serve/test_media_fuzz.py`,
+which prints the outcomes it saw.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import base64
 import io
 import os
 import random
+import resource
 import time
 from collections import Counter
 
@@ -32,7 +33,7 @@ from llava_mini.serve.media import MediaPolicy
 MODEL_ID = "llava-mini-media-fuzz"
 SECONDS = float(os.environ.get("MEDIA_FUZZ_SECONDS", "3"))
 SEED = int(os.environ.get("MEDIA_FUZZ_SEED", "0"))
-ASK_CASES = max(4, int(SECONDS))  # `ask` loads the model each time: a few per run
+ASK_CASES = int(os.environ.get("MEDIA_FUZZ_ASK_CASES", "4"))  # `ask` loads the model each time: a few
 MAGIC = [b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff\xe0", b"GIF89a", b"BM", b"RIFF\x00\x00\x00\x00WEBP",
          b"\x00\x00\x00\x18ftypmp42", b"\x1aE\xdf\xa3", b"OggS", b"II*\x00"]
 
@@ -48,7 +49,7 @@ def seed_files(folder) -> dict[str, tuple[str, bytes]]:
         seeds[name] = ("." + name, buffer.getvalue())
     buffer = io.BytesIO()
     picture.convert("P").save(buffer, format="GIF", save_all=True, append_images=[picture.convert("P")])
-    seeds["gif"] = (".png", buffer.getvalue())
+    seeds["gif"] = (".gif", buffer.getvalue())  # `ask` reads .gif as a video
     clip = folder / "clip.mp4"
     write_video(clip, rng.integers(0, 255, (6, 32, 48, 3), dtype=np.uint8), fps=2)
     seeds["mp4"] = (".mp4", clip.read_bytes())
@@ -99,14 +100,16 @@ def request(kind: str, data: bytes) -> dict:
 def test_mutated_media_never_give_a_server_error(model_dir, seeds):
     policy = MediaPolicy(max_image_pixels=4_000_000, max_frame_pixels=4_000_000, max_request_media_bytes=200_000_000)
     state = ServerState(LlavaMini.load(model_dir), MODEL_ID, policy, ServerLimits(max_new_tokens=2))
-    rng, outcomes = random.Random(SEED), Counter()
+    rng, outcomes, slowest = random.Random(SEED), Counter(), 0.0
     deadline = time.monotonic() + SECONDS
     with TestClient(create_app(state), raise_server_exceptions=False) as client:
         while time.monotonic() < deadline:
             name = rng.choice(sorted(seeds))
             data = mutate(seeds[name][1], rng)
             kind = "video_url" if (name == "mp4") != (rng.random() < 0.1) else "image_url"
+            started = time.monotonic()
             response = client.post("/v1/chat/completions", json=request(kind, data))
+            slowest = max(slowest, time.monotonic() - started)
             assert response.status_code < 500, f"{response.status_code} for a mutated {name}: {response.text[:300]}"
             if response.status_code >= 400:
                 message = response.json()["error"]["message"]
@@ -115,7 +118,9 @@ def test_mutated_media_never_give_a_server_error(model_dir, seeds):
             else:
                 outcomes["200"] += 1
         answer = client.post("/v1/chat/completions", json=request("image_url", seeds["png"][1]))
-    print(f"\nmedia fuzz (seed {SEED}, {SECONDS:.0f} s): {sum(outcomes.values())} requests", dict(outcomes.most_common()))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"\nmedia fuzz (seed {SEED}, {SECONDS:.0f} s): {sum(outcomes.values())} requests, slowest {slowest:.2f} s, "
+          f"peak RSS {peak_mb:.0f} MB:", dict(outcomes.most_common()))
     assert answer.status_code == 200, "the server must still answer after the fuzzing"
     assert sum(outcomes.values()) >= 5
 
