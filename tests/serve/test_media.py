@@ -98,3 +98,32 @@ def test_serve_options_set_the_limits_and_refuse_non_positive_ones():
     assert (policy.max_image_pixels, policy.max_frames, policy.max_request_media_bytes) == (100, 3, 2_000_000)
     with pytest.raises(ValueError, match="--max-frame-pixels must be > 0, got 0"):
         media_policy_from_args(parser.parse_args(["--max-frame-pixels", "0"]), 1.0)
+
+
+def test_the_server_answers_oversized_and_broken_media_with_openai_400s(tmp_path):
+    import base64
+
+    from fastapi.testclient import TestClient
+
+    from llava_mini.inference.generate import LlavaMini
+    from llava_mini.inference.random_model import write_random_model
+    from llava_mini.serve.app import ServerLimits, ServerState, create_app
+
+    def body(kind: str, data: bytes) -> dict:
+        url = "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+        content = [{"type": kind, kind: {"url": url}}, {"type": "text", "text": "what ?"}]
+        return {"model": "m", "max_tokens": 1, "messages": [{"role": "user", "content": content}]}
+
+    policy = MediaPolicy(max_request_media_bytes=30_000_000)
+    state = ServerState(LlavaMini.load(write_random_model(tmp_path)), "m", policy, ServerLimits())
+    cases = [
+        (body("image_url", png(20_000, 1)), "image of 20000x1 pixels exceeds the limit of 8192 pixels per side"),
+        (body("image_url", png(40, 30)[:60]), "image_url"),
+        (body("video_url", png(3_000, 3_000)), "needs about 36 MB once decoded"),  # 3000 x 3000 as a 1-frame video
+    ]
+    with TestClient(create_app(state), raise_server_exceptions=False) as client:
+        for request, words in cases:
+            response = client.post("/v1/chat/completions", json=request)
+            assert response.status_code == 400, response.text
+            error = response.json()["error"]
+            assert words in error["message"] and error["type"] == "invalid_request_error", error
