@@ -134,7 +134,7 @@ def load_request_video(
             if budget is not None:
                 budget.charge(
                     4 * info.width * info.height + image_processor.pixel_bytes(video.num_frames),
-                    f"video_url ({video.num_frames} frames of {info.width}x{info.height})",
+                    f"video_url ({video.num_frames} frame{'s' if video.num_frames != 1 else ''} of {info.width}x{info.height})",
                 )
             chunks = [torch.stack(chunk) for chunk in video.iter_frames(transform=image_processor.preprocess_frame)]
         except (VideoDecodeError, ValueError) as error:  # PictureTooLarge is a ValueError
