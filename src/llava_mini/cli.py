@@ -42,9 +42,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def load_assistant(args: argparse.Namespace):
     """The model named by `add_model_arguments`' options, loaded once for a command."""
     import torch
+    from transformers.utils import logging as transformers_logging
 
     from llava_mini.inference.generate import LlavaMini
 
+    if not args.verbose:  # a weights mismatch is our error; transformers' report of it would repeat it as a table
+        transformers_logging.set_verbosity_error()
     assistant = LlavaMini.load(
         args.model,
         device=args.device,
@@ -242,6 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError) as error:  # bad input, a missing file or model, an unreachable hub
         print(f"llava-mini: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("llava-mini: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

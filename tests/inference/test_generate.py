@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from PIL import Image
@@ -172,3 +174,76 @@ def test_a_failure_inside_streaming_generation_reaches_the_reader(assistant, mon
     messages = assistant.question_messages("what colour ?", [image])
     with pytest.raises(RuntimeError, match="half-way"):
         list(assistant.stream_chat(messages, [image], GenerationSettings(max_new_tokens=3)))
+
+
+def broken_copy(model_dir, tmp_path, name: str):
+    """A copy of the random model with one file broken (`name` says how)."""
+    import json
+    import shutil
+
+    target = tmp_path / name
+    shutil.copytree(model_dir, target)
+    weights = target / "model.safetensors"
+    data = weights.read_bytes()
+    config = json.loads((target / "config.json").read_text())
+    if name == "empty-weights":
+        weights.write_bytes(b"")
+    elif name == "truncated-weights":
+        weights.write_bytes(data[: len(data) * 9 // 10])
+    elif name == "garbage-weights":
+        weights.write_bytes(bytes(range(256)) * 64)
+    elif name == "extra-layer":
+        config["text_config"]["num_hidden_layers"] += 1
+    elif name == "one-layer-less":
+        config["text_config"]["num_hidden_layers"] -= 1
+    elif name == "feature-layer":
+        config["vision_feature_layer"] = 99
+    elif name == "activation":
+        config["text_config"]["hidden_act"] = "nope"
+    (target / "config.json").write_text(json.dumps(config))
+    return target
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("empty-weights", r"could not load the model .*empty-weights \(SafetensorError: .*header too small"),
+        ("truncated-weights", r"could not load the model .*truncated-weights \(SafetensorError: .*not fully covered"),
+        ("garbage-weights", r"could not load the model .*garbage-weights \(SafetensorError"),
+        ("extra-layer", r"extra-layer: the weights do not match its config.json: 9 weights missing from the checkpoint "
+         r"\(language_model.model.layers.4.input_layernorm.weight"),
+        ("one-layer-less", r"one-layer-less: the weights do not match its config.json: 9 weights in the checkpoint but "
+         r"not in the model \(language_model.model.layers.3.input_layernorm.weight"),
+        ("feature-layer", r"config.json is not a valid llava-mini config \(ValueError: vision_feature_layer=99 is out "
+         r"of range: the vision tower has 4 layers"),
+        ("activation", r"could not load the model .*activation \(KeyError: 'nope'\)"),
+    ],
+)
+def test_cli_names_broken_model_files_in_one_line(name, message, model_dir, tmp_path, capsys):
+    code = main(["ask", "what ?", "--model", str(broken_copy(model_dir, tmp_path, name))])
+    error = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in error and len(error.strip().splitlines()) == 1, error
+    assert re.search(message, error), error
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [("cuda", "device 'cuda': no CUDA device is available"), ("gpu", "invalid device 'gpu'")],
+)
+def test_cli_names_a_device_it_cannot_use(device, message, model_dir, capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same answer on a machine with a GPU
+    code = main(["ask", "what ?", "--model", str(model_dir), "--device", device])
+    error = capsys.readouterr().err
+    assert code == 2 and error.startswith(f"llava-mini: error: {message}") and "Traceback" not in error
+
+
+def test_cli_names_corrupt_and_oversized_media(model_dir, tmp_path, capsys):
+    from tests.processing.test_image import png_bytes
+
+    (tmp_path / "strip.png").write_bytes(png_bytes(20_000, 1))
+    (tmp_path / "cut.png").write_bytes(png_bytes(40, 30)[:70])
+    (tmp_path / "cut.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 50)
+    for name, words in (("strip.png", "exceeds the limit"), ("cut.png", "cut.png"), ("cut.mp4", "cut.mp4")):
+        code = main(["ask", str(tmp_path / name), "what ?", "--model", str(model_dir)])
+        error = capsys.readouterr().err
+        assert code == 2 and words in error and "Traceback" not in error, error

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from llava_mini.processing.image import (
     CLIP_MEAN,
     CLIP_STD,
     LlavaMiniImageProcessor,
+    PictureTooLarge,
     expand_to_square,
     load_image,
     split_into_crops,
@@ -81,3 +84,42 @@ def test_save_and_load(tmp_path):
     assert loaded == processor
     image = Image.fromarray(np.arange(300, dtype=np.uint8).reshape(10, 10, 3))
     torch.testing.assert_close(loaded.preprocess_image(image), processor.preprocess_image(image))
+
+
+def png_bytes(width: int, height: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), "red").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_a_strip_is_limited_by_its_padded_square_before_it_is_decoded(tmp_path):
+    (tmp_path / "strip.png").write_bytes(png_bytes(20_000, 1))  # 140 bytes; once padded: 400 M pixels
+    assert (tmp_path / "strip.png").stat().st_size < 200
+    with pytest.raises(PictureTooLarge, match=r"strip.png: image of 20000x1 pixels exceeds the limit of 16384 pixels per"):
+        load_image(tmp_path / "strip.png")
+    (tmp_path / "strip.png").write_bytes(png_bytes(10_000, 1))
+    with pytest.raises(PictureTooLarge, match=r"strip.png: image of 10000x1 pixels is padded to 10000x10000, over"):
+        load_image(tmp_path / "strip.png")
+    with pytest.raises(PictureTooLarge, match="limit of 64 pixels per side"):
+        load_image(Image.new("RGB", (65, 2)), max_pixels=10**9, max_side=64)
+    processor = LlavaMiniImageProcessor(size=8, max_pixels=400)
+    assert processor.preprocess_image(Image.new("RGB", (20, 10))).shape == (1, 3, 8, 8)  # 20 x 20 = 400
+    with pytest.raises(PictureTooLarge, match="padded to 21x21, over the limit of 400 pixels"):
+        processor.preprocess_image(Image.new("RGB", (21, 1)))
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda data: data[: len(data) // 2],  # truncated
+        lambda data: data[:8] + b"\xff" * 8 + data[16:],  # a broken IHDR chunk
+        lambda data: b"GIF89a" + data[6:],  # another format's magic
+        lambda data: b"BM" + data[2:],  # a bitmap header Pillow parses, then cannot read
+        lambda data: data[:16] + (2**31 - 1).to_bytes(4, "big") * 2 + data[24:],  # huge declared size
+    ],
+)
+def test_corrupt_images_are_value_errors_naming_the_file(tmp_path, mutate):
+    path = tmp_path / "broken.png"
+    path.write_bytes(mutate(png_bytes(40, 30)))
+    with pytest.raises(ValueError, match="broken.png"):
+        LlavaMiniImageProcessor(size=8).preprocess_image(load_image(path))

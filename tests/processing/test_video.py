@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
+from llava_mini.processing.image import LlavaMiniImageProcessor, PictureTooLarge
 from llava_mini.processing.video import (
     VideoDecodeError,
+    VideoFile,
     iter_video_frames,
     probe_video,
     read_video_frames,
@@ -77,3 +80,55 @@ def test_decodes_the_real_clip():
     frames = read_video_frames(path)
     assert len(frames) == int(info.total_frames / info.average_fps)
     assert frames[0].size == (info.width, info.height)
+
+
+def test_frames_over_the_resolution_limit_are_refused_before_decoding(clip):
+    with pytest.raises(PictureTooLarge, match=r"clip.mp4: video frame of 24x16 pixels exceeds the limit of 300 pixels"):
+        VideoFile(clip, max_pixels=300)
+    with pytest.raises(PictureTooLarge, match="limit of 20 pixels per side"):
+        probe_video(clip, max_side=20)
+    assert VideoFile(clip, max_pixels=24 * 16).num_frames == 3
+
+
+def test_frames_are_preprocessed_as_they_are_decoded(clip):
+    processor = LlavaMiniImageProcessor(size=8)
+    seen = []
+
+    def preprocess(frame):
+        seen.append(frame.size)
+        return processor.preprocess_frame(frame)
+
+    video = VideoFile(clip, fps=4)
+    chunks = list(video.iter_frames(chunk_size=5, transform=preprocess))
+    assert [len(chunk) for chunk in chunks] == [5, 5, 2] and len(seen) == 11  # frame 6 is sampled twice
+    torch.testing.assert_close(
+        torch.stack([pixels for chunk in chunks for pixels in chunk]),
+        processor.preprocess_frames(read_video_frames(clip, fps=4)),
+    )
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda data: data[: len(data) // 3],  # truncated
+        lambda data: data[:40] + bytes(b ^ 0xFF for b in data[40:400]) + data[400:],  # flipped bytes
+        lambda data: b"RIFF" + data[4:],  # another container's magic
+        lambda data: b"\x00" * len(data),
+    ],
+)
+def test_corrupt_videos_are_decode_errors_naming_the_file(clip, tmp_path, mutate):
+    path = tmp_path / "broken.mp4"
+    path.write_bytes(mutate(clip.read_bytes()))
+    try:
+        frames = read_video_frames(path)
+    except VideoDecodeError as error:
+        assert "broken.mp4" in str(error)
+    else:  # a mutation FFmpeg tolerates still decodes to whole frames
+        assert frames and all(frame.size == (24, 16) for frame in frames)
+
+
+def test_a_stream_without_a_decoder_is_named(clip, tmp_path):
+    path = tmp_path / "unknown-codec.mp4"
+    path.write_bytes(clip.read_bytes().replace(b"avc1", b"zzzz"))  # PyAV gives it no codec context
+    with pytest.raises(VideoDecodeError, match="unknown-codec.mp4 has no decodable video stream"):
+        VideoFile(path)

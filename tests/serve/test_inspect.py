@@ -92,7 +92,9 @@ def test_a_video_gives_a_map_per_frame_and_a_conversation_counts_every_medium(se
     per_picture = assistant.config.compressor_size**2
     assert clip["vision_tokens"] == 2 * per_picture
     assert body["vision_tokens"] == 3 * per_picture
-    decoded, _ = load_request_medium("video_url", video, MediaPolicy(video_fps=1.0))
+    decoded, _ = load_request_medium(
+        "video_url", video, MediaPolicy(video_fps=1.0), assistant.processor.image_processor
+    )
     expected = medium_attention(assistant, decoded, "What happens?").flatten(2)  # (frames, K, g*g)
     torch.testing.assert_close(torch.tensor([f["attention"] for f in clip["frames"]]), expected, atol=1e-5, rtol=0)
     chat = client.post("/v1/chat/completions", json={"model": MODEL_ID, "messages": messages, "max_tokens": 2})

@@ -215,3 +215,26 @@ def test_stage_group_by_rejects_an_unknown_grouping(tmp_path: Path, world: Path)
     path = write_recipe(tmp_path, world, [stage("instruct", "instruct", group_by="size")])
     with pytest.raises(ValueError, match="group_by = 'size' is invalid.*modality"):
         load_recipe(path)
+
+
+def test_a_resumed_run_rewrites_the_log_from_its_step(tmp_path, world):
+    stages = [stage("s", "components", max_steps=4, save_every=2, group_by="length")]
+    path = write_recipe(tmp_path, world, stages)
+    interrupted = TrainRecipe(load_recipe(path))
+    original_step, calls = interrupted.train_step, []
+
+    def killed_at_step_four(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise KeyboardInterrupt("killed")
+        return original_step(*args, **kwargs)
+
+    interrupted.train_step = killed_at_step_four
+    with pytest.raises(KeyboardInterrupt):
+        interrupted.run()
+    log = tmp_path / "out" / "stage0-s" / "log.jsonl"
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3]  # resumable at 2
+    with log.open("a") as handle:
+        handle.write('{"step": 4, "loss"')  # a line cut by the kill
+    run_recipe(str(path), resume=True)
+    assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]

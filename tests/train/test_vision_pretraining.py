@@ -92,3 +92,54 @@ def test_a_bad_block_is_named(tmp_path, world):
     recipe = write_recipe(tmp_path, world, [stage("components", "components", vision_pretraining={"epoch": 1})])
     with pytest.raises(ValueError, match="vision_pretraining"):
         run_recipe(str(recipe))
+
+
+def test_an_interrupted_pretraining_resumes_to_the_same_tower(tmp_path, world):
+    vision = dict(tiny_vision_config(), image_size=96, patch_size=12)
+    from llava_mini.model.configuration import LlavaMiniConfig
+
+    config = LlavaMiniConfig(vision_config=vision, text_config={"model_type": "llama"})
+    settings = VisionPretrainingArgs(epochs=2, batch_size=8, lr=3e-3, save_every=2)  # 6 steps
+    processor = LlavaMiniImageProcessor(size=96)
+
+    def fresh_tower() -> VisionTower:
+        torch.manual_seed(0)
+        return VisionTower(config.vision_config, -2, "patch")
+
+    full = fresh_tower()
+    expected = pretrain_vision_tower(full, processor, world, settings)
+    tower, checkpoint, steps = fresh_tower(), tmp_path / "checkpoint", []
+    original = torch.optim.AdamW.step
+
+    def killed_at_step_five(self, *args, **kwargs):
+        steps.append(1)
+        if len(steps) == 5:
+            raise KeyboardInterrupt("killed")
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.optim.AdamW, "step", killed_at_step_five)
+        with pytest.raises(KeyboardInterrupt):
+            pretrain_vision_tower(tower, processor, world, settings, checkpoint=checkpoint)
+    assert (checkpoint / "trainer_state.pt").is_file() and not list(tmp_path.glob(".checkpoint*"))
+    resumed = pretrain_vision_tower(fresh_tower(), processor, world, settings, checkpoint=checkpoint, resume=True)
+    assert resumed["losses"] == pytest.approx(expected["losses"], rel=1e-5)
+    assert len(resumed["losses"]) == 6
+
+
+def test_the_recipe_resumes_an_interrupted_pretraining(tmp_path, world, monkeypatch):
+    block = {"data": "scenes.jsonl", "epochs": 2, "batch_size": 8, "save_every": 2}
+    recipe = write_recipe(tmp_path, world, [stage("components", "components", vision_pretraining=block)])
+    import llava_mini.train.recipe as recipe_module
+
+    original, runs = recipe_module.pretrain_vision_tower, []
+
+    def record(*args, **kwargs):
+        runs.append(kwargs["resume"])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(recipe_module, "pretrain_vision_tower", record)
+    final = run_recipe(str(recipe), resume=True)
+    stage_dir = final.parent
+    assert runs == [True] and (stage_dir / "vision-pretrained" / "vision_tower.safetensors").is_file()
+    assert not (stage_dir / "vision-pretraining-checkpoint").exists()  # removed once the tower is saved

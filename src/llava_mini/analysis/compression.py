@@ -18,26 +18,34 @@ from PIL import Image
 from llava_mini.analysis.plotting import new_figure, save_figure
 from llava_mini.inference.generate import LlavaMini
 from llava_mini.processing.image import LlavaMiniImageProcessor, expand_to_square, load_image
-from llava_mini.processing.processor import Video
+from llava_mini.processing.processor import Medium
 
 
-def displayed_picture(image: Image.Image, image_processor: LlavaMiniImageProcessor) -> Image.Image:
-    """The square picture whose grid the compressor reads: the padded image, or the padded HD crops tiled."""
+def displayed_picture(
+    picture: Image.Image | torch.Tensor, image_processor: LlavaMiniImageProcessor
+) -> Image.Image:
+    """The square picture whose grid the compressor reads: the padded image, or the padded HD crops tiled.
+
+    `picture` is an image, or the pixel values (S, 3, size, size) of one video frame (its views as preprocessed).
+    """
     background = image_processor.background
-    ratio = image_processor.resolution_ratio
-    views = image_processor.views(image)
-    if ratio <= 1:
-        return expand_to_square(views[-1], background).resize((image_processor.size,) * 2)
     side = image_processor.size
+    if isinstance(picture, torch.Tensor):
+        views = [image_processor.to_picture(view) for view in picture]
+    else:
+        views = [expand_to_square(view, background).resize((side, side)) for view in image_processor.views(picture)]
+    ratio = image_processor.resolution_ratio
+    if ratio <= 1:
+        return views[-1]
     canvas = Image.new("RGB", (side * ratio, side * ratio), background)
     for index, crop in enumerate(views[:-1]):
         row, col = divmod(index, ratio)
-        canvas.paste(expand_to_square(crop, background).resize((side, side)), (col * side, row * side))
+        canvas.paste(crop, (col * side, row * side))
     return canvas
 
 
 @torch.inference_mode()
-def medium_attention(assistant: LlavaMini, medium: Image.Image | Video, question: str) -> torch.Tensor:
+def medium_attention(assistant: LlavaMini, medium: Medium, question: str) -> torch.Tensor:
     """(P, K, g, g) attention of each compression query over the grid, per picture (P = 1 for an image,
     the sampled frames for a video); each query's map sums to one."""
     if assistant.model.compressor is None:

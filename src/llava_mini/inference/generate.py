@@ -7,16 +7,17 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from threading import Thread
+from threading import Event, Thread
 
 import torch
 from PIL import Image
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
-from llava_mini.model.loading import Quantization, is_hub_id, load_options
+from llava_mini.model.configuration import LlavaMiniConfig
+from llava_mini.model.loading import Quantization, is_hub_id, load_options, weight_report_error
 from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
 from llava_mini.model.release import is_release_checkpoint, load_release
-from llava_mini.processing.image import load_image
+from llava_mini.processing.image import LlavaMiniImageProcessor, describe_error, load_image
 from llava_mini.processing.processor import LlavaMiniProcessor, Medium, Video, is_video
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
 from llava_mini.processing.video import VideoFile
@@ -52,6 +53,16 @@ class GenerationSettings:
         return kwargs
 
 
+class StopWhenSet(StoppingCriteria):
+    """Ends generation at the next token once `event` is set (a reader that stopped listening)."""
+
+    def __init__(self, event: Event) -> None:
+        self.event = event
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
 @dataclass
 class Completion:
     """One answer with its token counts; finish_reason is "stop" or "length"."""
@@ -62,12 +73,55 @@ class Completion:
     finish_reason: str
 
 
-def load_medium(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> Medium:
-    """An image file -> PIL image; a video file (by suffix) -> a `VideoFile` decoded lazily, in chunks."""
+def load_medium(
+    path: str | os.PathLike,
+    fps: float = 1.0,
+    max_frames: int | None = None,
+    image_processor: LlavaMiniImageProcessor | None = None,
+) -> Medium:
+    """An image file -> PIL image; a video file (by suffix) -> a `VideoFile` decoded lazily, in chunks.
+
+    Sizes are checked against `image_processor`'s limits (max_pixels, max_side, max_frame_pixels) before decoding.
+    """
     path = Path(path)
+    limits = image_processor or LlavaMiniImageProcessor()
     if path.suffix.lower() in VIDEO_SUFFIXES:
-        return VideoFile(path, fps=fps, max_frames=max_frames)
-    return load_image(path)
+        return VideoFile(path, fps, max_frames, limits.max_frame_pixels, limits.max_side)
+    return load_image(path, limits.max_pixels, limits.max_side)
+
+
+def load_checked_model(path: str, options: dict) -> LlavaMiniForConditionalGeneration:
+    """`from_pretrained` whose failures name the model and the cause: a config transformers rejects, weights
+    that are empty, truncated or garbage, and weights missing or in excess (a config whose layer count does not
+    match its weights would otherwise load with random layers and answer nonsense)."""
+    try:
+        config = LlavaMiniConfig.from_pretrained(path)
+    except OSError as error:  # transformers' own words (no config.json, unreachable hub), plus which model
+        raise OSError(f"could not load the model {path}: {error}") from error
+    except Exception as error:  # ValueError, TypeError, KeyError, ... from a field it rejects
+        raise ValueError(f"{path}: config.json is not a valid llava-mini config ({describe_error(error)})") from error
+    try:
+        network, report = LlavaMiniForConditionalGeneration.from_pretrained(
+            path, config=config, output_loading_info=True, **options
+        )
+    except OSError as error:
+        raise OSError(f"could not load the model {path}: {error}") from error
+    except Exception as error:  # SafetensorError on empty / truncated / garbage files, KeyError on an unknown activation
+        raise ValueError(f"could not load the model {path} ({describe_error(error)})") from error
+    problem = weight_report_error(path, report)
+    if problem:
+        raise ValueError(problem)
+    return network
+
+
+def load_processor(path: str) -> LlavaMiniProcessor:
+    """The saved processor; a tokenizer or processor file that cannot be read is named."""
+    try:
+        return LlavaMiniProcessor.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise type(error)(f"could not load the processor of {path}: {error}") from error
+    except Exception as error:  # a garbage tokenizer.json, ...
+        raise ValueError(f"could not load the processor of {path} ({describe_error(error)})") from error
 
 
 def resolve_model_path(model: str | os.PathLike | None) -> str:
@@ -109,12 +163,7 @@ class LlavaMini:
         options = load_options(device, dtype, device_map, quantization)
         if is_release_checkpoint(path):
             return cls(*load_release(path, **options))
-        try:
-            network = LlavaMiniForConditionalGeneration.from_pretrained(path, **options)
-            processor = LlavaMiniProcessor.from_pretrained(path)
-        except OSError as error:  # transformers' own words (missing weights, unreachable hub), plus which model
-            raise OSError(f"could not load the model {path}: {error}") from error
-        return cls(network, processor)
+        return cls(load_checked_model(path, options), load_processor(path))
 
     @property
     def config(self):
@@ -134,7 +183,9 @@ class LlavaMini:
     def medium(self, source: str | os.PathLike | Medium) -> Medium:
         if isinstance(source, (Image.Image, Video, VideoFile, torch.Tensor)):
             return source
-        return load_medium(source, fps=self.config.video_fps, max_frames=self.config.video_max_frames)
+        return load_medium(
+            source, self.config.video_fps, self.config.video_max_frames, self.processor.image_processor
+        )
 
     def prepare(
         self, conversations: Sequence[Sequence[dict]], media: Sequence[Sequence[Medium]]
@@ -217,15 +268,25 @@ class LlavaMini:
     def stream_chat(
         self, messages: Sequence[dict], media: Sequence[Medium], settings: GenerationSettings
     ) -> Iterator[str]:
-        """Like `chat`, yielding text pieces as they are generated."""
+        """Like `chat`, yielding text pieces as they are generated.
+
+        Generation runs in a worker thread. When the reader stops early (it closes the generator, or Ctrl-C
+        interrupts it), the worker is told to stop at its next token and joined before this returns, so no
+        thread is left running inside the model (an interpreter exiting under one aborts).
+        """
         batch = self.prepare([messages], [media])
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = Event()
         kwargs = self._generate_kwargs(batch, settings)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([StopWhenSet(stop)])
         failures: list[BaseException] = []
         worker = Thread(target=self._generate_into, args=(kwargs, streamer, failures), daemon=True)
         worker.start()
-        yield from streamer
-        worker.join()
+        try:
+            yield from streamer
+        finally:
+            stop.set()
+            worker.join()
         if failures:  # e.g. a video that fails to decode half-way: the error reaches the caller
             raise failures[0]
 

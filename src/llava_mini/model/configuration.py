@@ -107,20 +107,55 @@ class LlavaMiniConfig(PreTrainedConfig):
         for field_name, allowed in choices.items():
             if getattr(self, field_name) not in allowed:
                 raise ValueError(f"{field_name}={getattr(self, field_name)!r}; expected one of {allowed}")
+        integers = (
+            "image_token_id", "compressor_size", "compressor_num_heads", "prefusion_layers", "inside_llm_layers",
+            "vision_feature_layer", "resolution_ratio", "encode_chunk_size",
+        )
+        for field_name in integers:
+            value = getattr(self, field_name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"{field_name} must be an integer, got {value!r}")
+        if not isinstance(self.vision_tokens_to_llm, bool):
+            raise ValueError(f"vision_tokens_to_llm must be true or false, got {self.vision_tokens_to_llm!r}")
         positive = ("compressor_size", "compressor_num_heads", "resolution_ratio", "encode_chunk_size")
         for field_name in positive:
-            if int(getattr(self, field_name)) < 1:
+            if getattr(self, field_name) < 1:
                 raise ValueError(f"{field_name} must be >= 1, got {getattr(self, field_name)}")
         if self.prefusion_layers < 0:
             raise ValueError(f"prefusion_layers must be >= 0, got {self.prefusion_layers}")
+        self.validate_tower_fields()
         self.validate_ablation_fields()
-        if self.video_fps <= 0:
-            raise ValueError(f"video_fps must be > 0, got {self.video_fps}")
-        if self.video_max_frames is not None and self.video_max_frames < 1:
-            raise ValueError(f"video_max_frames must be >= 1 or None, got {self.video_max_frames}")
+        if isinstance(self.video_fps, bool) or not isinstance(self.video_fps, (int, float)) or not self.video_fps > 0:
+            raise ValueError(f"video_fps must be a number > 0, got {self.video_fps!r}")
+        if self.video_max_frames is not None and (
+            isinstance(self.video_max_frames, bool) or not isinstance(self.video_max_frames, int) or self.video_max_frames < 1
+        ):
+            raise ValueError(f"video_max_frames must be an integer >= 1 or None, got {self.video_max_frames!r}")
         if self.compressor_size > self.patch_grid_side:
             raise ValueError(
                 f"compressor_size={self.compressor_size} exceeds the vision grid side {self.patch_grid_side}"
+            )
+
+    def validate_tower_fields(self) -> None:
+        """Fields that must agree with the vision tower's and the LLM's own configs."""
+        tower_layers = int(self.vision_config.num_hidden_layers)
+        if not -(tower_layers + 1) <= self.vision_feature_layer <= tower_layers:
+            raise ValueError(
+                f"vision_feature_layer={self.vision_feature_layer} is out of range: the vision tower has "
+                f"{tower_layers} layers, so hidden states {-(tower_layers + 1)}..{tower_layers}"
+            )
+        if self.image_token_id < 0:  # it may equal the vocabulary size: a token added with the tokenizer's <image>
+            raise ValueError(f"image_token_id must be >= 0, got {self.image_token_id}")
+        if self.compressor_type == "query":
+            width = int(self.vision_config.hidden_size if self.arrangement == "release" else self.text_config.hidden_size)
+            if width % self.compressor_num_heads:
+                raise ValueError(
+                    f"compressor_num_heads={self.compressor_num_heads} does not divide the compressor's width {width}"
+                )
+        llm_layers = int(self.text_config.num_hidden_layers)
+        if self.prefusion_init == "llm" and self.prefusion_layers > llm_layers:
+            raise ValueError(
+                f"prefusion_layers={self.prefusion_layers} with prefusion_init='llm' exceeds the LLM's {llm_layers} layers"
             )
 
     def validate_ablation_fields(self) -> None:

@@ -33,6 +33,43 @@ def is_hub_id(source: str | os.PathLike) -> bool:
     return not (Path(text).expanduser().exists() or text.startswith((".", "/", "~")) or text.count("/") != 1)
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` parsed, and present on this machine; ValueError naming it otherwise ("cuda" without CUDA, "gpu")."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"invalid device {str(device)!r}; use cpu, cuda, cuda:N or mps") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+            raise ValueError(f"device {str(device)!r}: no CUDA device is available (torch {torch.__version__}, {build})")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r}: MPS is not available on this machine")
+    elif parsed.type not in ("cpu", "cuda", "mps", "xpu", "meta"):
+        raise ValueError(f"device {str(device)!r} is not supported; use cpu, cuda, cuda:N or mps")
+    return parsed
+
+
+def weight_report_error(source: str, report: dict) -> str | None:
+    """A message naming the weights a checkpoint lacks, has in excess or has in the wrong shape
+    (from `from_pretrained(..., output_loading_info=True)`); None when everything matched."""
+    problems = []
+    for key, what in (
+        ("missing_keys", "missing from the checkpoint"),
+        ("unexpected_keys", "in the checkpoint but not in the model"),
+        ("mismatched_keys", "of another shape in the checkpoint"),
+    ):
+        names = sorted(str(name[0] if isinstance(name, tuple) else name) for name in report.get(key) or ())
+        if names:
+            shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+            problems.append(f"{len(names)} weights {what} ({shown})")
+    if not problems:
+        return None
+    return f"{source}: the weights do not match its config.json: " + "; ".join(problems)
+
+
 def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype | str:
     """A torch dtype, or one of `DTYPE_NAMES` ("bf16", "float16", "auto", ...) -> what from_pretrained takes."""
     if isinstance(dtype, torch.dtype):
@@ -79,6 +116,8 @@ def load_options(
         "device_map": device_map if device_map is not None else {"": str(device)},
     }
     if quantization is None:
+        if device_map is None:
+            check_device(device)
         return options
     if quantization not in ("8bit", "4bit"):
         raise ValueError(f"quantization must be '8bit', '4bit' or None, got {quantization!r}")
@@ -107,7 +146,9 @@ def load_options(
 __all__ = [
     "QUANTIZATION_SKIP_MODULES",
     "Quantization",
+    "check_device",
     "load_options",
     "quantization_config",
     "resolve_dtype",
+    "weight_report_error",
 ]

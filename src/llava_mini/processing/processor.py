@@ -53,8 +53,9 @@ class VideoFilePixels:
         return self.image_processor.views_per_picture
 
     def chunks(self, size: int) -> Iterator[torch.Tensor]:
-        for frames in self.video.iter_frames(chunk_size=size):
-            yield self.image_processor.preprocess_frames(frames)
+        """(p, S, 3, H, W) chunks; each frame is preprocessed as it is decoded (never a chunk of full-size frames)."""
+        for frames in self.video.iter_frames(chunk_size=size, transform=self.image_processor.preprocess_frame):
+            yield torch.stack(frames)
 
 
 @dataclass

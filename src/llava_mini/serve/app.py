@@ -29,7 +29,14 @@ from llava_mini.processing.processor import Medium
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
 from llava_mini.serve.batching import Batcher, QueueFull
 from llava_mini.serve.inspect import inspect_request
-from llava_mini.serve.media import MediaError, MediaPolicy, load_request_medium
+from llava_mini.serve.media import (
+    MediaBudget,
+    MediaError,
+    MediaPolicy,
+    add_media_arguments,
+    load_request_medium,
+    media_policy_from_args,
+)
 from llava_mini.serve.schemas import (
     ChatCompletion,
     ChatCompletionChunk,
@@ -85,9 +92,9 @@ class ServerState:
         processor.max_length = min(processor.max_length or limits.max_prompt_tokens, limits.max_prompt_tokens)
         self.batcher = Batcher(self.assistant, limits.max_batch_size, limits.batch_window_s, limits.max_queue)
 
-    def cached_medium(self, kind: str, url: str) -> Medium:
+    def cached_medium(self, kind: str, url: str, budget: MediaBudget | None = None) -> Medium:
         """Decoded and preprocessed media by content hash: follow-up questions skip the decoding work."""
-        medium, digest = load_request_medium(kind, url, self.policy)
+        medium, digest = load_request_medium(kind, url, self.policy, self.assistant.processor.image_processor, budget)
         key = (kind, digest)
         if key in self.media_cache:
             self.media_cache.move_to_end(key)
@@ -103,6 +110,7 @@ def request_to_conversation(state: ServerState, request: ChatCompletionRequest) 
     """OpenAI messages -> chat messages with <image>/<video> markers, and the media in order."""
     messages: list[dict] = []
     media: list[Medium] = []
+    budget = MediaBudget(state.policy.max_request_media_bytes)
     if request.messages[0].role != "system" and state.assistant.processor.system_prompt:
         messages.append({"role": "system", "content": state.assistant.processor.system_prompt})
     for index, message in enumerate(request.messages):
@@ -124,7 +132,7 @@ def request_to_conversation(state: ServerState, request: ChatCompletionRequest) 
                 raise APIError(400, f"messages[{index}]: only user messages may carry media", param="messages")
             if len(media) >= state.limits.max_media:
                 raise APIError(400, f"more than {state.limits.max_media} media in one request", param="messages")
-            media.append(state.cached_medium(part.type, reference.url))
+            media.append(state.cached_medium(part.type, reference.url, budget))
             pieces.append((IMAGE_TOKEN if part.type == "image_url" else VIDEO_TOKEN) + "\n")
         messages.append({"role": message.role, "content": "".join(pieces)})
     if messages[-1]["role"] != "user":
@@ -322,16 +330,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--batch-window-ms", type=float, default=10.0, help="how long a batch waits for more requests to join"
     )
+    add_media_arguments(parser)
 
 
 def build_state(args: argparse.Namespace) -> ServerState:
     assistant = LlavaMini.load(args.model, device=args.device)
     model_id = args.model_id or Path(assistant.model.name_or_path).name or "llava-mini"
-    policy = MediaPolicy(
-        allowed_dir=Path(args.allowed_media_dir) if args.allowed_media_dir else None,
-        allow_http=args.allow_http,
-        video_fps=assistant.config.video_fps,
-    )
+    policy = media_policy_from_args(args, video_fps=assistant.config.video_fps)
     limits = ServerLimits(
         max_queue=args.max_queue, max_batch_size=args.max_batch_size, batch_window_s=args.batch_window_ms / 1000
     )

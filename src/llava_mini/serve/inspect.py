@@ -22,11 +22,11 @@ import base64
 import io
 from typing import TYPE_CHECKING
 
+import torch
 from PIL import Image
 
 from llava_mini.analysis.compression import displayed_picture, medium_attention
 from llava_mini.analysis.flops import baseline_config
-from llava_mini.processing.processor import Video
 from llava_mini.serve.media import load_request_medium
 from llava_mini.serve.schemas import ChatCompletionRequest
 
@@ -56,6 +56,7 @@ def inspect_request(state: ServerState, request: ChatCompletionRequest, prompt_t
     """
     assistant = state.assistant
     config = assistant.config
+    image_processor = assistant.processor.image_processor
     per_picture = config.num_vision_tokens()
     baseline_per_picture = baseline_config(config).num_vision_tokens()
     media = []
@@ -67,12 +68,12 @@ def inspect_request(state: ServerState, request: ChatCompletionRequest, prompt_t
             if part.type == "text":
                 continue
             reference = part.image_url if part.type == "image_url" else part.video_url
-            medium, _ = load_request_medium(part.type, reference.url, state.policy)
+            medium, _ = load_request_medium(part.type, reference.url, state.policy, image_processor)
             attention = medium_attention(assistant, medium, question)  # (P, K, g, g)
-            pictures = medium.frames if isinstance(medium, Video) else [medium]
+            pictures = list(medium) if isinstance(medium, torch.Tensor) else [medium]  # video: (T, S, 3, H, W)
             frames = [
                 {
-                    "picture": picture_data_url(displayed_picture(picture, assistant.processor.image_processor)),
+                    "picture": picture_data_url(displayed_picture(picture, image_processor)),
                     "attention": [
                         [round(float(value), ATTENTION_DECIMALS) for value in query.flatten()] for query in maps
                     ],

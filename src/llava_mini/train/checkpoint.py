@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -58,3 +59,21 @@ def save_training_state(directory: Path, state: dict) -> None:
 
 def load_training_state(directory: Path) -> dict:
     return torch.load(directory / STATE_FILE, weights_only=False)
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Keep the lines of a jsonl training log up to `step` (a run resumed there, or restarted at 0, writes the
+    later steps again); unreadable lines (a write cut by a kill) are dropped. Rewritten atomically."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict) and isinstance(entry.get("step"), int) and entry["step"] <= step:
+            kept.append(line)
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text("".join(line + "\n" for line in kept))
+    os.replace(temporary, path)

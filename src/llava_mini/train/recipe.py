@@ -11,6 +11,7 @@ import argparse
 import json
 import logging
 import math
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -38,6 +39,7 @@ from llava_mini.train.checkpoint import (
     load_training_state,
     prune_checkpoints,
     save_training_state,
+    truncate_log,
 )
 from llava_mini.train.freezing import parameter_groups, set_trainable
 from llava_mini.train.sampling import GROUP_KEYS, epoch_order, group_batches
@@ -252,6 +254,8 @@ class TrainRecipe:
             disable=not accelerator.is_main_process,
         )
         log_path = stage_dir / "log.jsonl"
+        if accelerator.is_main_process:
+            truncate_log(log_path, start_step)
         started = time.perf_counter()
         model.train()
         for step in progress:
@@ -291,8 +295,16 @@ class TrainRecipe:
                 settings = VisionPretrainingArgs(**stage.vision_pretraining)
             except TypeError as error:
                 raise ValueError(f"stage {stage.name}: bad vision_pretraining block ({error})") from error
+            checkpoint = stage_dir / "vision-pretraining-checkpoint"  # resumable state, removed once done
             summary = pretrain_vision_tower(
-                model.vision_tower, processor.image_processor, self.data_root, settings, self.args.seed
+                model.vision_tower,
+                processor.image_processor,
+                self.data_root,
+                settings,
+                self.args.seed,
+                checkpoint=checkpoint,
+                resume=self.resume,
+                save_checkpoints=is_main,
             )
 
             def write(directory: Path) -> None:
@@ -302,6 +314,7 @@ class TrainRecipe:
 
             if is_main:
                 atomic_directory_write(target, write)
+                shutil.rmtree(checkpoint, ignore_errors=True)
 
     def train_step(self, model, accelerator: Accelerator, micro_batches: list[dict], stage: StageArgs) -> float:
         """Forward/backward over the step's micro-batches; the loss is normalised by the step's target tokens

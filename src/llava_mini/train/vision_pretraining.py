@@ -23,6 +23,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -34,6 +35,12 @@ from transformers import get_cosine_schedule_with_warmup
 from llava_mini.data.synthetic import COLOURS, NUM_CELL_CLASSES, NUM_WORD_CLASSES, SHAPES
 from llava_mini.model.vision import VisionTower
 from llava_mini.processing.image import LlavaMiniImageProcessor, load_image
+from llava_mini.train.checkpoint import (
+    STATE_FILE,
+    atomic_directory_write,
+    load_training_state,
+    save_training_state,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,7 @@ class VisionPretrainingArgs:
     weight_decay: float = 0.05
     warmup_ratio: float = 0.05
     place_weight: float = 1.0  # weight of the object-place regression; 0 leaves it out
+    save_every: int = 200  # steps between resumable checkpoints (when a checkpoint folder is given)
 
 
 class SceneLabels(torch.utils.data.Dataset):
@@ -153,8 +161,18 @@ def pretrain_vision_tower(
     data_root: Path,
     settings: VisionPretrainingArgs,
     seed: int = 0,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    save_checkpoints: bool = True,
 ) -> dict:
-    """Train `tower` in place on dense scene labels; returns the loss curve and the final train accuracy."""
+    """Train `tower` in place on dense scene labels; returns the loss curve and the final train accuracy.
+
+    With `checkpoint`, the run's state (tower, heads, optimizer, scheduler, step, losses, RNG) is written there
+    atomically every `settings.save_every` steps; with `resume` a run continues from it and ends with the same
+    weights as an uninterrupted run. Several processes pass the same folder; only one `save_checkpoints`.
+    """
+    if settings.save_every < 1:
+        raise ValueError(f"vision_pretraining.save_every must be >= 1, got {settings.save_every}")
     dataset = SceneLabels(data_root / settings.data, image_processor)
     generator = torch.Generator().manual_seed(seed)
     grid_side = int(tower.model.config.image_size) // int(tower.model.config.patch_size)
@@ -166,10 +184,18 @@ def pretrain_vision_tower(
     scheduler = get_cosine_schedule_with_warmup(optimizer, round(settings.warmup_ratio * total_steps), total_steps)
     tower.train()
     tower.requires_grad_(True)
-    losses, correct, seen = [], 0, 0
+    losses, correct, seen, start_step = [], 0, 0, 0
     order = torch.cat([torch.randperm(len(dataset), generator=generator) for _ in range(math.ceil(settings.epochs) + 1)])
+    modules = {"tower": tower, "head": head, "optimizer": optimizer, "scheduler": scheduler}
+    if resume and checkpoint is not None and (checkpoint / STATE_FILE).is_file():
+        state = load_training_state(checkpoint)
+        for name, module in modules.items():
+            module.load_state_dict(state[name])
+        torch.set_rng_state(state["rng"])
+        losses, correct, seen, start_step = state["losses"], state["correct"], state["seen"], state["step"]
+        logger.info("vision pre-training resumes at step %d of %d", start_step, total_steps)
     started = time.perf_counter()
-    progress = tqdm(range(total_steps), desc="vision pre-training")
+    progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="vision pre-training")
     for step in progress:
         batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
         pixels, cells, words = dataset.pixels[batch], dataset.cells[batch], dataset.words[batch]
@@ -183,8 +209,13 @@ def pretrain_vision_tower(
         if step >= total_steps - steps_per_epoch:  # accuracy over (about) the last epoch
             correct += int(image_right.sum())
             seen += len(batch)
-        rate = (step + 1) * settings.batch_size / (time.perf_counter() - started)
+        rate = (step + 1 - start_step) * settings.batch_size / (time.perf_counter() - started)
         progress.set_postfix(loss=f"{losses[-1]:.4f}", images_per_s=f"{rate:.0f}")
+        if checkpoint is not None and (step + 1) % settings.save_every == 0 and step + 1 < total_steps:
+            state = {name: module.state_dict() for name, module in modules.items()}
+            state.update(rng=torch.get_rng_state(), losses=losses, correct=correct, seen=seen, step=step + 1)
+            if save_checkpoints:
+                atomic_directory_write(checkpoint, partial(save_training_state, state=state))
     summary = {"losses": losses, "last_epoch_scene_accuracy": correct / max(1, seen), "images": len(dataset)}
     logger.info("vision pre-training: final loss %.4f, scene accuracy %.3f", losses[-1], summary["last_epoch_scene_accuracy"])
     return summary
