@@ -5,13 +5,13 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from threading import Thread
+from threading import Event, Thread
 
 import torch
 from PIL import Image
-from transformers import TextIteratorStreamer
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
 from llava_mini.model.loading import Quantization, is_hub_id, load_options
 from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
@@ -60,6 +60,36 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+
+
+def finish_reason(completion_tokens: int, last_token: int | None, stop_ids: set[int], max_new_tokens: int) -> str:
+    """"stop" when the answer ended on a stop token or a stop string (before max_new_tokens), else "length"."""
+    stopped = last_token is not None and (last_token in stop_ids or completion_tokens < max_new_tokens)
+    return "stop" if stopped else "length"
+
+
+@dataclass
+class StreamControl:
+    """Shared with a running `stream_chat`: `cancelled.set()` stops generating after the current token; once
+    the stream is over, `finish_reason` says why it ended ("stop", "length", or "cancelled")."""
+
+    cancelled: Event = field(default_factory=Event)
+    completion_tokens: int = 0
+    last_token: int | None = None
+    finish_reason: str | None = None
+
+
+class _StreamWatch(StoppingCriteria):
+    """Counts the tokens a streamed generation makes and stops it once its control is cancelled."""
+
+    def __init__(self, control: StreamControl, prompt_length: int) -> None:
+        self.control, self.prompt_length = control, prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        self.control.completion_tokens = input_ids.shape[1] - self.prompt_length
+        self.control.last_token = int(input_ids[0, -1])
+        stop = self.control.cancelled.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 def load_medium(path: str | os.PathLike, fps: float = 1.0, max_frames: int | None = None) -> Medium:
@@ -203,31 +233,53 @@ class LlavaMini:
             generated = [int(t) for t in row[prompt_length:]]
             while generated and generated[-1] == pad_id and pad_id not in stop_ids:
                 generated.pop()
-            stopped = bool(generated) and (generated[-1] in stop_ids or len(generated) < settings.max_new_tokens)
+            last = generated[-1] if generated else None
             completions.append(
                 Completion(
                     text=trim_at_stop(self.processor.decode(generated), settings.stop),
                     prompt_tokens=int(mask.sum()),
                     completion_tokens=len(generated),
-                    finish_reason="stop" if stopped else "length",
+                    finish_reason=finish_reason(len(generated), last, stop_ids, settings.max_new_tokens),
                 )
             )
         return completions
 
     def stream_chat(
-        self, messages: Sequence[dict], media: Sequence[Medium], settings: GenerationSettings
+        self,
+        messages: Sequence[dict],
+        media: Sequence[Medium],
+        settings: GenerationSettings,
+        control: StreamControl | None = None,
     ) -> Iterator[str]:
-        """Like `chat`, yielding text pieces as they are generated."""
+        """Like `chat`, yielding text pieces as they are generated.
+
+        Generation stops after the current token when `control.cancelled` is set or the reader closes the
+        iterator early; `control` then tells why the stream ended and how many tokens it made.
+        """
+        control = control or StreamControl()
         batch = self.prepare([messages], [media])
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
         kwargs = self._generate_kwargs(batch, settings)
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_StreamWatch(control, batch["input_ids"].shape[1])])
         failures: list[BaseException] = []
         worker = Thread(target=self._generate_into, args=(kwargs, streamer, failures), daemon=True)
         worker.start()
-        yield from streamer
-        worker.join()
+        try:
+            yield from streamer
+        except BaseException:  # the reader left (closed the iterator, Ctrl-C): stop generating too
+            control.cancelled.set()
+            raise
+        finally:
+            worker.join()
         if failures:  # e.g. a video that fails to decode half-way: the error reaches the caller
             raise failures[0]
+        if control.cancelled.is_set():
+            control.finish_reason = "cancelled"
+        else:
+            stop_ids = set(self.stop_token_ids())
+            control.finish_reason = finish_reason(
+                control.completion_tokens, control.last_token, stop_ids, settings.max_new_tokens
+            )
 
     def _generate_into(self, kwargs: dict, streamer: TextIteratorStreamer, failures: list[BaseException]) -> None:
         """Run generate() for `stream_chat`; on failure end the stream so its reader never waits forever."""
