@@ -381,7 +381,16 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--allowed-media-dir", default=None, help="local files clients may name (default: none)")
-    parser.add_argument("--allow-http", action="store_true", help="let the server fetch http(s) media URLs")
+    parser.add_argument(
+        "--allow-http", action="store_true", help="let the server fetch http(s) media URLs from public hosts"
+    )
+    parser.add_argument(
+        "--allow-http-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="with --allow-http, a host on a private network media may also come from (repeatable)",
+    )
     parser.add_argument("--max-queue", type=int, default=16, help="queued requests before answering 429")
     parser.add_argument("--max-batch-size", type=int, default=8, help="requests answered in one batch at most")
     parser.add_argument(
@@ -407,6 +416,7 @@ def build_state(args: argparse.Namespace) -> ServerState:
     policy = MediaPolicy(
         allowed_dir=Path(args.allowed_media_dir) if args.allowed_media_dir else None,
         allow_http=args.allow_http,
+        http_allowed_hosts=tuple(args.allow_http_host),
         video_fps=assistant.config.video_fps,
     )
     limits = ServerLimits(

@@ -7,7 +7,6 @@ import binascii
 import hashlib
 import io
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from PIL import Image
 from llava_mini.processing.image import load_image
 from llava_mini.processing.processor import Medium, Video
 from llava_mini.processing.video import VideoDecodeError, read_video_frames
+from llava_mini.serve.http_fetch import FetchError, fetch
 
 
 class MediaError(ValueError):
@@ -24,12 +24,14 @@ class MediaError(ValueError):
 
 @dataclass
 class MediaPolicy:
-    """What the operator allows: local files under `allowed_dir`, http(s) off unless `allow_http`."""
+    """What the operator allows: local files under `allowed_dir`, http(s) off unless `allow_http` (then
+    public hosts only, and `http_allowed_hosts`)."""
 
     allowed_dir: Path | None = None
     allow_http: bool = False
     http_max_bytes: int = 20_000_000
-    http_timeout_s: float = 10.0
+    http_timeout_s: float = 10.0  # for the whole fetch, redirects included
+    http_allowed_hosts: tuple[str, ...] = ()  # hosts fetched from even on private addresses (else public only)
     max_image_pixels: int = 16_000_000
     max_frames: int = 64
     video_fps: float = 1.0
@@ -49,13 +51,9 @@ def read_reference(url: str, policy: MediaPolicy) -> bytes:
         if not policy.allow_http:
             raise MediaError("fetching media over http(s) is disabled on this server; send a data URL")
         try:
-            with urllib.request.urlopen(url, timeout=policy.http_timeout_s) as response:
-                data = response.read(policy.http_max_bytes + 1)
-        except OSError as error:
-            raise MediaError(f"could not fetch {url}: {error}") from error
-        if len(data) > policy.http_max_bytes:
-            raise MediaError(f"media at {url} exceeds the limit of {policy.http_max_bytes} bytes")
-        return data
+            return fetch(url, policy.http_max_bytes, policy.http_timeout_s, policy.http_allowed_hosts)
+        except FetchError as error:
+            raise MediaError(str(error)) from error
     path = Path(url.removeprefix("file://"))
     if policy.allowed_dir is None:
         raise MediaError("local file paths are disabled on this server; send a data URL")
