@@ -145,3 +145,23 @@ def test_jobs_left_at_shutdown_fail_with_shutting_down():
 
     (error,) = asyncio.run(scenario())
     assert isinstance(error, ShuttingDown) and "retry later" in str(error)
+
+
+def rss_mb() -> float:
+    status = open("/proc/self/status").read()
+    return int(status.split("VmRSS:")[1].split()[0]) / 1024
+
+
+def test_rejected_large_requests_keep_no_memory(served):
+    """RSS of this process (the server runs in it) after 100 large rejected requests: growth under 100 MB."""
+    url = served[0]
+    too_long = {"model": MODEL_ID, "messages": user("red " * 70_000)}  # 280 KB, over max_text_chars
+    too_many_tokens = {"model": MODEL_ID, "messages": user("red blue " * 2_200)}  # tokenised, then refused
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for body in (too_long, too_many_tokens):
+            http.post("/v1/chat/completions", json=body)  # allocator warm-up
+        before = rss_mb()
+        statuses = [http.post("/v1/chat/completions", json=body).status_code for body in [too_long, too_many_tokens] * 50]
+        growth = rss_mb() - before
+    assert statuses == [400] * 100
+    assert growth < 100, f"RSS grew by {growth:.0f} MB after 100 rejected requests"
