@@ -23,6 +23,7 @@ import asyncio
 import base64
 import io
 import json
+import multiprocessing
 import sys
 import tempfile
 import threading
@@ -147,6 +148,30 @@ async def send_hostile(client: httpx.AsyncClient, kind: str, body: dict | None, 
         return type(error).__name__
 
 
+def attack(url: str, model: str, args: argparse.Namespace, kinds: list[str], stop, results) -> None:
+    """In its own process: `args.hostile_clients` clients send hostile requests of `kinds` in turn until `stop`."""
+    bodies = {kind: body for kind, body in hostile_bodies(args, model).items() if kind in kinds}
+    answers: dict[str, Counter] = {kind: Counter() for kind in kinds}
+    latency: dict[str, list[float]] = {kind: [] for kind in kinds}
+
+    async def hostile_loop(client: httpx.AsyncClient, offset: int) -> None:
+        index = offset
+        while not stop.is_set():
+            kind = kinds[index % len(kinds)]
+            started = time.perf_counter()
+            answers[kind][await send_hostile(client, kind, bodies[kind], args.chunked_mb)] += 1
+            latency[kind].append(time.perf_counter() - started)
+            index += 1
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=args.timeout) as client:
+            results.put("started")
+            await asyncio.gather(*(hostile_loop(client, i) for i in range(args.hostile_clients)))
+
+    asyncio.run(main())
+    results.put(({kind: dict(c) for kind, c in answers.items()}, latency))
+
+
 async def normal_load(client: openai.AsyncOpenAI, model: str, messages: list[dict], args) -> tuple[list[float], Counter]:
     latencies: list[float] = []
     failures: Counter[str] = Counter()
@@ -189,34 +214,24 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
     figures["quiet_p50_s"] = round(percentile(quiet, 0.5), 3)
     figures["quiet_p99_s"] = round(percentile(quiet, 0.99), 3)
 
-    bodies = {kind: body for kind, body in hostile_bodies(args, model).items() if kind in args.kinds.split(",")}
-    answers: dict[str, Counter] = {kind: Counter() for kind in bodies}
-    hostile_latency: dict[str, list[float]] = {kind: [] for kind in bodies}
-    done = asyncio.Event()
-    raw = httpx.AsyncClient(base_url=url, timeout=args.timeout)
-
-    async def hostile_loop(offset: int) -> None:
-        kinds = list(bodies)
-        index = offset
-        while not done.is_set():
-            kind = kinds[index % len(kinds)]
-            started = time.perf_counter()
-            answers[kind][await send_hostile(raw, kind, bodies[kind], args.chunked_mb)] += 1
-            hostile_latency[kind].append(time.perf_counter() - started)
-            index += 1
-
+    kinds = [kind for kind in hostile_bodies(args, model) if kind in args.kinds.split(",")]
+    context = multiprocessing.get_context("spawn")  # the attackers' own CPU work stays out of this process
+    stop, results = context.Event(), context.Queue()
+    attacker = context.Process(target=attack, args=(url, model, args, kinds, stop, results))
     with PeakRSS(pid) as peak:
-        attackers = [asyncio.create_task(hostile_loop(i)) for i in range(args.hostile_clients)]
-        await asyncio.sleep(0.5)  # let the attack start first
+        attacker.start()
+        started = results.get(timeout=args.timeout)  # the attackers have built their bodies and begun
+        assert started == "started"
+        await asyncio.sleep(0.5)
         attacked, attacked_failures = await normal_load(client, model, messages, args)
-        done.set()
-        await asyncio.gather(*attackers)
-    await raw.aclose()
+        stop.set()
+        answers, hostile_latency = results.get(timeout=args.timeout)
+        attacker.join()
     figures["attacked_p50_s"] = round(percentile(attacked, 0.5), 3)
     figures["attacked_p99_s"] = round(percentile(attacked, 0.99), 3)
     figures["p99_ratio"] = round(figures["attacked_p99_s"] / figures["quiet_p99_s"], 2)
     figures["normal_failures"] = dict(quiet_failures + attacked_failures)
-    figures["hostile_answers"] = {kind: dict(counts) for kind, counts in answers.items()}
+    figures["hostile_answers"] = answers
     figures["hostile_p50_s"] = {kind: round(percentile(v, 0.5), 3) for kind, v in hostile_latency.items()}
     figures["peak_rss_mb"] = round(peak.peak, 1) if pid else None
     figures["rss_start_mb"] = round(rss_start, 1) if rss_start else None
