@@ -67,7 +67,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Popen, str]:
+def start_server(args: argparse.Namespace, workdir: Path, startup_s: float = 120) -> tuple[subprocess.Popen, str]:
     """`llava-mini serve` in a subprocess on a free loopback port; returns it and its base URL once healthy."""
     model = args.model
     if args.random_tiny:
@@ -82,7 +82,7 @@ def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
     with open(workdir / "server.log", "w") as log:  # the child keeps its own copy of the descriptor
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + startup_s
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise RuntimeError(
@@ -95,7 +95,7 @@ def start_server(args: argparse.Namespace, workdir: Path) -> tuple[subprocess.Po
             pass
         time.sleep(0.2)
     server.kill()
-    raise RuntimeError(f"the server on {url} did not become healthy in 120 s")
+    raise RuntimeError(f"the server on {url} did not become healthy in {startup_s:g} s")
 
 
 def percentile(values: list[float], fraction: float) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from threading import Event, Thread
 
@@ -53,16 +53,6 @@ class GenerationSettings:
         return kwargs
 
 
-class StopWhenSet(StoppingCriteria):
-    """Ends generation at the next token once `event` is set (a reader that stopped listening)."""
-
-    def __init__(self, event: Event) -> None:
-        self.event = event
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
-        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool, device=input_ids.device)
-
-
 @dataclass
 class Completion:
     """One answer with its token counts; finish_reason is "stop" or "length"."""
@@ -71,6 +61,36 @@ class Completion:
     prompt_tokens: int
     completion_tokens: int
     finish_reason: str
+
+
+def finish_reason(completion_tokens: int, last_token: int | None, stop_ids: set[int], max_new_tokens: int) -> str:
+    """"stop" when the answer ended on a stop token or a stop string (before max_new_tokens), else "length"."""
+    stopped = last_token is not None and (last_token in stop_ids or completion_tokens < max_new_tokens)
+    return "stop" if stopped else "length"
+
+
+@dataclass
+class StreamControl:
+    """Shared with a running `stream_chat`: `cancelled.set()` stops generating after the current token; once
+    the stream is over, `finish_reason` says why it ended ("stop", "length", or "cancelled")."""
+
+    cancelled: Event = field(default_factory=Event)
+    completion_tokens: int = 0
+    last_token: int | None = None
+    finish_reason: str | None = None
+
+
+class _StreamWatch(StoppingCriteria):
+    """Counts the tokens a streamed generation makes and stops it once its control is cancelled."""
+
+    def __init__(self, control: StreamControl, prompt_length: int) -> None:
+        self.control, self.prompt_length = control, prompt_length
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs) -> torch.BoolTensor:
+        self.control.completion_tokens = input_ids.shape[1] - self.prompt_length
+        self.control.last_token = int(input_ids[0, -1])
+        stop = self.control.cancelled.is_set()
+        return torch.full((input_ids.shape[0],), stop, dtype=torch.bool, device=input_ids.device)
 
 
 def load_medium(
@@ -254,41 +274,55 @@ class LlavaMini:
             generated = [int(t) for t in row[prompt_length:]]
             while generated and generated[-1] == pad_id and pad_id not in stop_ids:
                 generated.pop()
-            stopped = bool(generated) and (generated[-1] in stop_ids or len(generated) < settings.max_new_tokens)
+            last = generated[-1] if generated else None
             completions.append(
                 Completion(
                     text=trim_at_stop(self.processor.decode(generated), settings.stop),
                     prompt_tokens=int(mask.sum()),
                     completion_tokens=len(generated),
-                    finish_reason="stop" if stopped else "length",
+                    finish_reason=finish_reason(len(generated), last, stop_ids, settings.max_new_tokens),
                 )
             )
         return completions
 
     def stream_chat(
-        self, messages: Sequence[dict], media: Sequence[Medium], settings: GenerationSettings
+        self,
+        messages: Sequence[dict],
+        media: Sequence[Medium],
+        settings: GenerationSettings,
+        control: StreamControl | None = None,
     ) -> Iterator[str]:
         """Like `chat`, yielding text pieces as they are generated.
 
-        Generation runs in a worker thread. When the reader stops early (it closes the generator, or Ctrl-C
-        interrupts it), the worker is told to stop at its next token and joined before this returns, so no
-        thread is left running inside the model (an interpreter exiting under one aborts).
+        Generation runs in a worker thread and stops after the current token when `control.cancelled` is set
+        or the reader stops early (it closes the generator, or Ctrl-C interrupts it); the worker is joined before
+        this returns, so no thread is left running inside the model (an interpreter exiting under one aborts).
+        `control` then tells why the stream ended and how many tokens it made.
         """
+        control = control or StreamControl()
         batch = self.prepare([messages], [media])
         streamer = TextIteratorStreamer(self.processor.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        stop = Event()
         kwargs = self._generate_kwargs(batch, settings)
-        kwargs["stopping_criteria"] = StoppingCriteriaList([StopWhenSet(stop)])
+        kwargs["stopping_criteria"] = StoppingCriteriaList([_StreamWatch(control, batch["input_ids"].shape[1])])
         failures: list[BaseException] = []
         worker = Thread(target=self._generate_into, args=(kwargs, streamer, failures), daemon=True)
         worker.start()
         try:
             yield from streamer
+        except BaseException:  # the reader left (closed the iterator, Ctrl-C): stop generating too
+            control.cancelled.set()
+            raise
         finally:
-            stop.set()
             worker.join()
         if failures:  # e.g. a video that fails to decode half-way: the error reaches the caller
             raise failures[0]
+        if control.cancelled.is_set():
+            control.finish_reason = "cancelled"
+        else:
+            stop_ids = set(self.stop_token_ids())
+            control.finish_reason = finish_reason(
+                control.completion_tokens, control.last_token, stop_ids, settings.max_new_tokens
+            )
 
     def _generate_into(self, kwargs: dict, streamer: TextIteratorStreamer, failures: list[BaseException]) -> None:
         """Run generate() for `stream_chat`; on failure end the stream so its reader never waits forever."""

@@ -22,12 +22,13 @@ from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llava_mini.inference.generate import GenerationSettings, LlavaMini
+from llava_mini.inference.generate import GenerationSettings, LlavaMini, StreamControl
 from llava_mini.model.vision import VisionFeatureCache
 from llava_mini.processing.processor import Medium
 from llava_mini.processing.tokenizer import IMAGE_TOKEN, VIDEO_TOKEN
-from llava_mini.serve.batching import Batcher, QueueFull
+from llava_mini.serve.batching import Batcher, QueueFull, ShuttingDown
 from llava_mini.serve.inspect import inspect_request
 from llava_mini.serve.media import (
     MediaBudget,
@@ -55,24 +56,84 @@ GREEDY_BELOW = 1e-5  # sampling temperatures under this decode greedily
 
 @dataclass
 class ServerLimits:
-    max_body_bytes: int = 32_000_000
+    """What one request may cost; each is checked before the work it bounds, and named in the 4xx it causes."""
+
+    max_body_bytes: int = 32_000_000  # bytes read, chunked bodies included
+    max_messages: int = 256  # checked before any prompt is built
+    max_text_chars: int = 100_000  # characters of text in all messages, checked before tokenising
     max_media: int = 8
     max_new_tokens: int = 512
-    max_prompt_tokens: int = 4096
+    max_prompt_tokens: int = 4096  # tokens of the prompt (vision slots included), checked before queueing
     max_queue: int = 16
+    retry_after_s: int = 1  # the Retry-After of a 429 (queue full) or 503 (shutting down)
     media_cache_entries: int = 64
     max_batch_size: int = 8
     batch_window_s: float = 0.01
     max_stop_strings: int = 4
     max_stop_chars: int = 64
 
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            least = 0 if name == "batch_window_s" else 1
+            if value < least:
+                raise ValueError(f"server limit {name} (--{name.replace('_', '-')}) must be >= {least}, got {value}")
 
-class APIError(Exception):
-    """An error answered in OpenAI's error format."""
 
-    def __init__(self, status: int, message: str, kind: str = "invalid_request_error", param: str | None = None):
-        super().__init__(message)
-        self.status, self.message, self.kind, self.param = status, message, kind, param
+class APIError(HTTPException):
+    """An error answered in OpenAI's error format; `code` names the limit a request broke.
+
+    An HTTPException, so that FastAPI passes it on when it comes from reading the body (`BodyLimit`).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(status, message, headers)
+        self.status, self.message, self.kind, self.param, self.code = status, message, kind, param, code
+        self.headers = headers
+
+    def response(self) -> JSONResponse:
+        body = {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": self.code}}
+        return JSONResponse(body, status_code=self.status, headers=self.headers)
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `max_bytes` is refused (413) by the bytes read, so a chunked body
+    (no Content-Length) cannot get past the limit either; reading stops at the first chunk over it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    def too_large(self, size: str) -> APIError:
+        message = f"request body of {size} bytes exceeds the limit of {self.max_bytes} bytes (max_body_bytes)"
+        return APIError(413, message, code="max_body_bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await self.too_large(declared.decode()).response()(scope, receive, send)
+            return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:  # the app's handler answers it (FastAPI re-raises HTTP errors)
+                    raise self.too_large(f"over {self.max_bytes}")
+            return message
+
+        await self.app(scope, counted_receive, send)
 
 
 @dataclass
@@ -123,6 +184,8 @@ def request_to_conversation(state: ServerState, request: ChatCompletionRequest) 
         pieces = []
         for part in message.content:
             if part.type == "text":
+                if IMAGE_TOKEN in (part.text or "") or VIDEO_TOKEN in (part.text or ""):
+                    raise APIError(400, f"messages[{index}]: send media as image_url/video_url parts", param="messages")
                 pieces.append(part.text or "")
                 continue
             reference = part.image_url if part.type == "image_url" else part.video_url
@@ -140,10 +203,39 @@ def request_to_conversation(state: ServerState, request: ChatCompletionRequest) 
     return messages, media
 
 
+def check_request_size(limits: ServerLimits, request: ChatCompletionRequest) -> None:
+    """Refuse too many messages or too much text before any prompt is rendered or tokenised."""
+    if len(request.messages) > limits.max_messages:
+        raise APIError(
+            400,
+            f"{len(request.messages)} messages exceed the limit of {limits.max_messages} (max_messages)",
+            param="messages",
+            code="max_messages",
+        )
+    chars = 0
+    for message in request.messages:
+        if isinstance(message.content, str):
+            chars += len(message.content)
+        elif message.content is not None:
+            chars += sum(len(part.text or "") for part in message.content)
+    if chars > limits.max_text_chars:
+        raise APIError(
+            400,
+            f"{chars} characters of text exceed the limit of {limits.max_text_chars} (max_text_chars)",
+            param="messages",
+            code="max_text_chars",
+        )
+
+
 def generation_settings(state: ServerState, request: ChatCompletionRequest) -> GenerationSettings:
     max_tokens = request.max_completion_tokens or request.max_tokens or min(128, state.limits.max_new_tokens)
     if max_tokens > state.limits.max_new_tokens:
-        raise APIError(400, f"max_tokens={max_tokens} exceeds the limit of {state.limits.max_new_tokens}", param="max_tokens")
+        raise APIError(
+            400,
+            f"max_tokens={max_tokens} exceeds the limit of {state.limits.max_new_tokens} (max_new_tokens)",
+            param="max_tokens",
+            code="max_new_tokens",
+        )
     stop = [request.stop] if isinstance(request.stop, str) else list(request.stop or [])
     most, longest = state.limits.max_stop_strings, state.limits.max_stop_chars
     if len(stop) > most or any(not s or len(s) > longest for s in stop):
@@ -166,11 +258,11 @@ def create_app(state: ServerState) -> FastAPI:
 
     app = FastAPI(title="llava-mini", version="0.1.0", lifespan=lifespan)
     app.state.server = state
+    retry_after = {"Retry-After": str(state.limits.retry_after_s)}
 
     @app.exception_handler(APIError)
     async def api_error(_: Request, error: APIError) -> JSONResponse:
-        body = {"error": {"message": error.message, "type": error.kind, "param": error.param, "code": None}}
-        return JSONResponse(body, status_code=error.status)
+        return error.response()
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
@@ -187,13 +279,7 @@ def create_app(state: ServerState) -> FastAPI:
         body = {"error": {"message": str(error.detail), "type": kind, "param": None, "code": None}}
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > state.limits.max_body_bytes:
-            message = f"request body of {declared} bytes exceeds the limit of {state.limits.max_body_bytes} bytes"
-            return JSONResponse({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=state.limits.max_body_bytes)
 
     @app.get("/health")
     async def health() -> dict:
@@ -238,21 +324,23 @@ def create_app(state: ServerState) -> FastAPI:
     async def chat_completions(request: ChatCompletionRequest):
         if request.model != state.model_id:
             raise APIError(404, f"model {request.model!r} does not exist; this server serves {state.model_id!r}", param="model")
+        check_request_size(state.limits, request)
         settings = generation_settings(state, request)
         try:
             state.batcher.admit()
         except QueueFull as error:
-            raise APIError(429, str(error), kind="rate_limit_error") from error
+            raise APIError(429, str(error), kind="rate_limit_error", headers=retry_after) from error
         try:
             messages, media = await run_in_threadpool(request_to_conversation, state, request)
-            if request.stream:  # a stream's HTTP status is sent before generation: check the prompt first
-                await run_in_threadpool(state.assistant.processor.encode, messages, media)
+            # The prompt's length is checked here, off the model worker: a long one is a 400 that holds no one.
+            await run_in_threadpool(state.assistant.processor.encode, messages, media, with_labels=False)
         except MediaError as error:
             state.batcher.release()
             raise APIError(400, str(error), param="messages") from error
         except ValueError as error:
             state.batcher.release()
-            raise APIError(400, str(error), param="messages") from error
+            code = "context_length_exceeded" if "over the limit of" in str(error) else None
+            raise APIError(400, f"{error} (max_prompt_tokens)" if code else str(error), param="messages", code=code) from error
         except BaseException:
             state.batcher.release()
             raise
@@ -267,6 +355,8 @@ def create_app(state: ServerState) -> FastAPI:
             result = await state.batcher.complete(messages, media, settings)
         except ValueError as error:
             raise APIError(400, str(error)) from error
+        except ShuttingDown as error:
+            raise APIError(503, str(error), kind="server_error", headers=retry_after) from error
         except Exception as error:  # logged by the batcher
             raise APIError(500, f"generation failed: {error}", kind="server_error") from error
         finally:
@@ -303,13 +393,16 @@ async def stream_events(
         )
         return f"data: {chunk.model_dump_json(exclude_none=True)}\n\n"
 
+    control = StreamControl()
     try:
         yield event(Delta(role="assistant", content=""))
-        async for piece in state.batcher.stream(messages, media, settings):
+        async for piece in state.batcher.stream(messages, media, settings, control):
             yield event(Delta(content=piece))
-        yield event(Delta(), finish="stop")
+        yield event(Delta(), finish=control.finish_reason if control.finish_reason in ("stop", "length") else "stop")
     except ValueError as error:
         yield f"data: {json.dumps({'error': {'message': str(error), 'type': 'invalid_request_error'}})}\n\n"
+    except ShuttingDown as error:
+        yield f"data: {json.dumps({'error': {'message': str(error), 'type': 'server_error'}})}\n\n"
     except Exception as error:
         yield f"data: {json.dumps({'error': {'message': f'generation failed: {error}', 'type': 'server_error'}})}\n\n"
     finally:
@@ -324,13 +417,34 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--allowed-media-dir", default=None, help="local files clients may name (default: none)")
-    parser.add_argument("--allow-http", action="store_true", help="let the server fetch http(s) media URLs")
+    parser.add_argument(
+        "--allow-http", action="store_true", help="let the server fetch http(s) media URLs from public hosts"
+    )
+    parser.add_argument(
+        "--allow-http-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="with --allow-http, a host on a private network media may also come from (repeatable)",
+    )
     parser.add_argument("--max-queue", type=int, default=16, help="queued requests before answering 429")
     parser.add_argument("--max-batch-size", type=int, default=8, help="requests answered in one batch at most")
     parser.add_argument(
         "--batch-window-ms", type=float, default=10.0, help="how long a batch waits for more requests to join"
     )
     add_media_arguments(parser)
+    defaults = ServerLimits()
+    limits = parser.add_argument_group("request limits (a request over one gets a 4xx naming it)")
+    limits.add_argument("--max-body-bytes", type=int, default=defaults.max_body_bytes, help="request body size")
+    limits.add_argument("--max-messages", type=int, default=defaults.max_messages, help="messages in one request")
+    limits.add_argument(
+        "--max-text-chars", type=int, default=defaults.max_text_chars, help="characters of text in one request"
+    )
+    limits.add_argument(
+        "--max-prompt-tokens", type=int, default=defaults.max_prompt_tokens, help="prompt tokens, vision included"
+    )
+    limits.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="max_tokens allowed")
+    limits.add_argument("--max-media", type=int, default=defaults.max_media, help="images and videos in one request")
 
 
 def build_state(args: argparse.Namespace) -> ServerState:
@@ -338,7 +452,15 @@ def build_state(args: argparse.Namespace) -> ServerState:
     model_id = args.model_id or Path(assistant.model.name_or_path).name or "llava-mini"
     policy = media_policy_from_args(args, video_fps=assistant.config.video_fps)
     limits = ServerLimits(
-        max_queue=args.max_queue, max_batch_size=args.max_batch_size, batch_window_s=args.batch_window_ms / 1000
+        max_queue=args.max_queue,
+        max_batch_size=args.max_batch_size,
+        batch_window_s=args.batch_window_ms / 1000,
+        max_body_bytes=args.max_body_bytes,
+        max_messages=args.max_messages,
+        max_text_chars=args.max_text_chars,
+        max_prompt_tokens=args.max_prompt_tokens,
+        max_new_tokens=args.max_new_tokens,
+        max_media=args.max_media,
     )
     return ServerState(assistant, model_id, policy, limits)
 

@@ -4,7 +4,8 @@ Requests are admitted up to `max_queue` at a time (the rest are refused, HTTP 42
 oldest waiting job and, unless it streams, gathers the jobs with the same decoding settings that are
 waiting or arrive within `window_s`, up to `max_batch_size`, and answers them with one left-padded
 `LlavaMini.complete_batch` call: with greedy decoding a batch gives the same answers as one at a time.
-Streaming jobs and seeded sampling (whose random draws would depend on the batch) run alone.
+Streaming jobs and seeded sampling (whose random draws would depend on the batch) run alone; a stream
+whose reader leaves stops generating after the current token, which frees the model for the next job.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections import deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from llava_mini.inference.generate import Completion, GenerationSettings, LlavaMini
+from llava_mini.inference.generate import Completion, GenerationSettings, LlavaMini, StreamControl
 from llava_mini.processing.processor import Medium
 
 logger = logging.getLogger(__name__)
@@ -27,6 +28,10 @@ class QueueFull(Exception):
     """More requests are admitted than the queue holds; the client should retry later."""
 
 
+class ShuttingDown(RuntimeError):
+    """The server stopped before the job ran; the client should retry later (elsewhere)."""
+
+
 @dataclass(eq=False)
 class Job:
     """One request for the worker: a conversation, its media in order, and how to decode."""
@@ -35,6 +40,7 @@ class Job:
     media: list[Medium]
     settings: GenerationSettings
     stream: bool
+    control: StreamControl = field(default_factory=StreamControl)  # a stream's cancel flag and finish reason
     result: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
     pieces: asyncio.Queue = field(default_factory=asyncio.Queue)
 
@@ -80,6 +86,7 @@ class Batcher:
         self.batch_sizes: deque[int] = deque(maxlen=1024)  # sizes of the latest batches (streams count 1)
         self.batches_run = 0
         self.requests_run = 0
+        self.streams_cancelled = 0  # streams whose reader left before the end (generation stopped early)
         self._jobs: deque[Job] = deque()
         self._arrived = asyncio.Event()
         self._worker: asyncio.Task | None = None
@@ -104,10 +111,15 @@ class Batcher:
         return await job.result
 
     async def stream(
-        self, messages: list[dict], media: list[Medium], settings: GenerationSettings
+        self,
+        messages: list[dict],
+        media: list[Medium],
+        settings: GenerationSettings,
+        control: StreamControl | None = None,
     ) -> AsyncIterator[str]:
-        """Text pieces of one answer as they are generated (the job runs alone)."""
-        job = Job(messages, media, settings, stream=True)
+        """Text pieces of one answer as they are generated (the job runs alone); after the last one,
+        `control.finish_reason` says why it ended."""
+        job = Job(messages, media, settings, stream=True, control=control or StreamControl())
         self._enqueue(job)
         try:
             while (piece := await job.pieces.get()) is not _END:
@@ -116,7 +128,8 @@ class Batcher:
                 yield piece
         finally:
             if not job.result.done():
-                job.result.cancel()  # the client left: the worker drops the remaining pieces
+                job.control.cancelled.set()  # the client left: generation stops after the current token
+                job.result.cancel()
 
     async def stop(self) -> None:
         """Cancel the worker and fail the jobs still waiting."""
@@ -128,7 +141,7 @@ class Batcher:
                 pass
             self._worker = None
         while self._jobs:
-            self._fail(self._jobs.popleft(), RuntimeError("the server is shutting down"))
+            self._fail(self._jobs.popleft(), ShuttingDown("the server is shutting down; retry later"))
 
     def _enqueue(self, job: Job) -> None:
         loop = asyncio.get_running_loop()
@@ -188,7 +201,12 @@ class Batcher:
     def stats(self) -> dict:
         """Queue and batch figures for /health."""
         mean = self.requests_run / self.batches_run if self.batches_run else 0.0
-        return {"waiting": self.waiting, "batches": self.batches_run, "mean_batch_size": round(mean, 2)}
+        return {
+            "waiting": self.waiting,
+            "batches": self.batches_run,
+            "mean_batch_size": round(mean, 2),
+            "streams_cancelled": self.streams_cancelled,
+        }
 
     async def _run_batch(self, batch: list[Job]) -> None:
         self._count(len(batch))
@@ -217,13 +235,12 @@ class Batcher:
                 job.result.set_result(completion)
 
     async def _run_stream(self, job: Job) -> None:
-        """Generate in a thread, handing pieces to the request's queue; the model is busy until the end."""
+        """Generate in a thread, handing pieces to the request's queue, until the end or the client leaves."""
         self._count(1)
         loop = asyncio.get_running_loop()
 
         def produce() -> None:
-            # Read the streamer to its end even if the client has gone: generation holds the model.
-            for piece in self.assistant.stream_chat(job.messages, job.media, job.settings):
+            for piece in self.assistant.stream_chat(job.messages, job.media, job.settings, job.control):
                 if piece and not job.abandoned:
                     loop.call_soon_threadsafe(job.pieces.put_nowait, piece)
 
@@ -233,6 +250,8 @@ class Batcher:
             if not isinstance(error, ValueError):
                 logger.exception("streaming generation failed")
             job.pieces.put_nowait(error)
+        if job.control.finish_reason == "cancelled":
+            self.streams_cancelled += 1
         job.pieces.put_nowait(_END)
         if not job.result.done():
             job.result.set_result(None)

@@ -8,7 +8,6 @@ import binascii
 import hashlib
 import io
 import tempfile
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from llava_mini.processing.image import (
 )
 from llava_mini.processing.processor import Medium
 from llava_mini.processing.video import VideoDecodeError, VideoFile
+from llava_mini.serve.http_fetch import FetchError, fetch
 
 
 class MediaError(ValueError):
@@ -31,13 +31,15 @@ class MediaError(ValueError):
 
 @dataclass
 class MediaPolicy:
-    """What the operator allows: local files under `allowed_dir`, http(s) off unless `allow_http`, and
-    how large media may be: an image's padded square, any side, a video frame, the decoded media of a request."""
+    """What the operator allows: local files under `allowed_dir`, http(s) off unless `allow_http` (then
+    public hosts only, and `http_allowed_hosts`), and how large media may be: an image's padded square, any
+    side, a video frame, the decoded media of a request."""
 
     allowed_dir: Path | None = None
     allow_http: bool = False
     http_max_bytes: int = 20_000_000
-    http_timeout_s: float = 10.0
+    http_timeout_s: float = 10.0  # for the whole fetch, redirects included
+    http_allowed_hosts: tuple[str, ...] = ()  # hosts fetched from even on private addresses (else public only)
     max_image_pixels: int = 16_000_000  # of an image padded to a square: 4000 x 4000
     max_image_side: int = 8192  # of an image or a video frame
     max_frame_pixels: int = DEFAULT_MAX_FRAME_PIXELS  # of a video frame (4096 x 4096)
@@ -76,13 +78,9 @@ def read_reference(url: str, policy: MediaPolicy) -> bytes:
         if not policy.allow_http:
             raise MediaError("fetching media over http(s) is disabled on this server; send a data URL")
         try:
-            with urllib.request.urlopen(url, timeout=policy.http_timeout_s) as response:
-                data = response.read(policy.http_max_bytes + 1)
-        except OSError as error:
-            raise MediaError(f"could not fetch {url}: {error}") from error
-        if len(data) > policy.http_max_bytes:
-            raise MediaError(f"media at {url} exceeds the limit of {policy.http_max_bytes} bytes")
-        return data
+            return fetch(url, policy.http_max_bytes, policy.http_timeout_s, policy.http_allowed_hosts)
+        except FetchError as error:
+            raise MediaError(str(error)) from error
     path = Path(url.removeprefix("file://"))
     if policy.allowed_dir is None:
         raise MediaError("local file paths are disabled on this server; send a data URL")
@@ -194,6 +192,7 @@ def media_policy_from_args(args: argparse.Namespace, video_fps: float) -> MediaP
     return MediaPolicy(
         allowed_dir=Path(args.allowed_media_dir) if args.allowed_media_dir else None,
         allow_http=args.allow_http,
+        http_allowed_hosts=tuple(args.allow_http_host),
         max_image_pixels=args.max_image_pixels,
         max_image_side=args.max_image_side,
         max_frame_pixels=args.max_frame_pixels,

@@ -1,0 +1,300 @@
+"""Hostile load on the OpenAI-compatible server: do normal clients still get answers while hostile ones arrive?
+
+Starts `llava-mini serve` in a subprocess (as benchmarks/serve_load.py does: the shipped model, `--model DIR`,
+or `--random-tiny`), then in one run:
+
+1. quiet: normal requests (an image and a question, greedy, the official `openai` client) -> quiet p99;
+2. hostile: the same normal requests while hostile clients send, in a loop, prompts of many short messages,
+   multi-megabyte prompts, wide pictures and chunked bodies far over the body limit -> normal p99 under
+   attack, how the hostile requests were answered, and the server's peak RSS;
+3. memory: `--rejected` large requests refused one after another -> the server's RSS before and after.
+
+Goals (docs/hardening.md): normal p99 under attack within 2x the quiet p99; RSS growth after the rejected
+requests under 100 MB.
+
+    python benchmarks/hostile_load.py --random-tiny
+    python benchmarks/hostile_load.py --random-tiny --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import io
+import json
+import multiprocessing
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import openai
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import DEFAULT_IMAGE, percentile, start_server  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--url", default=None, help="a running server (default: start one; RSS needs --pid then)")
+    parser.add_argument("--pid", type=int, default=None, help="process id of the server given by --url")
+    parser.add_argument("--model", default=None, help="model directory for the started server (default: shipped)")
+    parser.add_argument("--random-tiny", action="store_true", help="start the server on a random tiny model")
+    parser.add_argument("--clients", type=int, default=4, help="concurrent normal clients")
+    parser.add_argument("--requests", type=int, default=40, help="normal requests per phase")
+    parser.add_argument("--hostile-clients", type=int, default=4, help="concurrent hostile clients")
+    parser.add_argument("--max-tokens", type=int, default=8)
+    parser.add_argument("--messages", type=int, default=2500, help="short messages in a many-message prompt")
+    parser.add_argument("--big-prompt-mb", type=float, default=5.0, help="size of a huge one-message prompt")
+    parser.add_argument("--chunked-mb", type=float, default=64.0, help="size of a chunked body, sent unasked")
+    parser.add_argument("--rejected", type=int, default=100, help="large rejected requests for the RSS check")
+    parser.add_argument(
+        "--kinds",
+        default="many_messages,huge_prompt,wide_picture,chunked_body",
+        help="hostile requests to send, comma-separated",
+    )
+    parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
+    parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds the server may take to start")
+    parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    args = parser.parse_args(argv)
+    args.max_queue, args.max_batch_size = 64, 8  # for start_server
+    return args
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of process `pid` in MB, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class PeakRSS:
+    """Samples a process's RSS every 50 ms in a thread; `peak` is the highest seen."""
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid, self.peak, self._stop = pid, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_mb(self.pid))
+            time.sleep(0.05)
+
+    def __enter__(self) -> PeakRSS:
+        if self.pid is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self._stop.set()
+        if self.pid is not None:
+            self._thread.join()
+
+
+def data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def hostile_bodies(args: argparse.Namespace, model: str) -> dict[str, dict | None]:
+    """The JSON bodies of the hostile requests (the chunked one is made on the fly)."""
+    many = [{"role": "user" if i % 2 == 0 else "assistant", "content": f"hi {i}"} for i in range(args.messages)]
+    many[-1]["role"] = "user"
+    huge = "red " * int(args.big_prompt_mb * 1e6 / 4)
+    wide = data_url(Image.new("RGB", (8000, 100), "white"))
+    return {
+        "many_messages": {"model": model, "messages": many, "max_tokens": args.max_tokens},
+        "huge_prompt": {"model": model, "messages": [{"role": "user", "content": huge}], "max_tokens": 2},
+        "wide_picture": {
+            "model": model,
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "image_url", "image_url": {"url": wide}}, {"type": "text", "text": "what ?"}],
+                }
+            ],
+            "max_tokens": args.max_tokens,
+        },
+        "chunked_body": None,
+    }
+
+
+async def send_hostile(client: httpx.AsyncClient, kind: str, body: dict | None, chunked_mb: float) -> str:
+    """One hostile request; returns how it was answered ("HTTP 400", "HTTP 413", an error name)."""
+    try:
+        if body is None:
+
+            async def chunks():
+                piece = b" " * 1_000_000
+                for _ in range(int(chunked_mb)):
+                    yield piece
+
+            response = await client.post(
+                "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
+            )
+        else:
+            response = await client.post("/v1/chat/completions", content=json.dumps(body).encode(),
+                                         headers={"content-type": "application/json"})
+        return f"HTTP {response.status_code}"
+    except httpx.HTTPError as error:  # e.g. the server closed a chunked upload after its 413
+        return type(error).__name__
+
+
+def attack(url: str, model: str, args: argparse.Namespace, kinds: list[str], stop, results) -> None:
+    """In its own process: `args.hostile_clients` clients send hostile requests of `kinds` in turn until `stop`."""
+    bodies = {kind: body for kind, body in hostile_bodies(args, model).items() if kind in kinds}
+    answers: dict[str, Counter] = {kind: Counter() for kind in kinds}
+    latency: dict[str, list[float]] = {kind: [] for kind in kinds}
+
+    async def hostile_loop(client: httpx.AsyncClient, offset: int) -> None:
+        index = offset
+        while not stop.is_set():
+            kind = kinds[index % len(kinds)]
+            started = time.perf_counter()
+            answers[kind][await send_hostile(client, kind, bodies[kind], args.chunked_mb)] += 1
+            latency[kind].append(time.perf_counter() - started)
+            index += 1
+
+    async def main() -> None:
+        async with httpx.AsyncClient(base_url=url, timeout=args.timeout) as client:
+            results.put("started")
+            await asyncio.gather(*(hostile_loop(client, i) for i in range(args.hostile_clients)))
+
+    asyncio.run(main())
+    results.put(({kind: dict(c) for kind, c in answers.items()}, latency))
+
+
+async def normal_load(client: openai.AsyncOpenAI, model: str, messages: list[dict], args) -> tuple[list[float], Counter]:
+    latencies: list[float] = []
+    failures: Counter[str] = Counter()
+    remaining = iter(range(args.requests))
+
+    async def client_loop() -> None:
+        for _ in remaining:
+            started = time.perf_counter()
+            try:
+                await client.chat.completions.create(
+                    model=model, messages=messages, max_tokens=args.max_tokens, temperature=0
+                )
+            except openai.APIStatusError as error:
+                failures[f"HTTP {error.status_code}"] += 1
+                continue
+            except openai.APIError as error:
+                failures[type(error).__name__] += 1
+                continue
+            latencies.append(time.perf_counter() - started)
+
+    await asyncio.gather(*(client_loop() for _ in range(args.clients)))
+    return latencies, failures
+
+
+async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
+    client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=args.timeout)
+    model = (await client.models.list()).data[0].id
+    image = "data:image/jpeg;base64," + base64.b64encode(args.image.read_bytes()).decode()
+    messages = [
+        {
+            "role": "user",
+            "content": [{"type": "image_url", "image_url": {"url": image}}, {"type": "text", "text": "What is it?"}],
+        }
+    ]
+    await client.chat.completions.create(model=model, messages=messages, max_tokens=args.max_tokens)  # warm up
+    figures: dict = {"clients": args.clients, "requests_per_phase": args.requests, "max_tokens": args.max_tokens}
+    rss_start = rss_mb(pid) if pid else None
+
+    quiet, quiet_failures = await normal_load(client, model, messages, args)
+    figures["quiet_p50_s"] = round(percentile(quiet, 0.5), 3)
+    figures["quiet_p99_s"] = round(percentile(quiet, 0.99), 3)
+
+    kinds = [kind for kind in hostile_bodies(args, model) if kind in args.kinds.split(",")]
+    context = multiprocessing.get_context("spawn")  # the attackers' own CPU work stays out of this process
+    stop, results = context.Event(), context.Queue()
+    attacker = context.Process(target=attack, args=(url, model, args, kinds, stop, results))
+    with PeakRSS(pid) as peak:
+        attacker.start()
+        started = results.get(timeout=args.timeout)  # the attackers have built their bodies and begun
+        assert started == "started"
+        await asyncio.sleep(0.5)
+        attacked, attacked_failures = await normal_load(client, model, messages, args)
+        stop.set()
+        answers, hostile_latency = results.get(timeout=args.timeout)
+        attacker.join()
+    figures["attacked_p50_s"] = round(percentile(attacked, 0.5), 3)
+    figures["attacked_p99_s"] = round(percentile(attacked, 0.99), 3)
+    figures["p99_ratio"] = round(figures["attacked_p99_s"] / figures["quiet_p99_s"], 2)
+    figures["normal_failures"] = dict(quiet_failures + attacked_failures)
+    figures["hostile_answers"] = answers
+    figures["hostile_p50_s"] = {kind: round(percentile(v, 0.5), 3) for kind, v in hostile_latency.items()}
+    figures["peak_rss_mb"] = round(peak.peak, 1) if pid else None
+    figures["rss_start_mb"] = round(rss_start, 1) if rss_start else None
+
+    if pid:  # memory kept after many large rejected requests
+        huge = json.dumps(hostile_bodies(args, model)["huge_prompt"]).encode()
+        async with httpx.AsyncClient(base_url=url, timeout=args.timeout) as plain:
+            for _ in range(5):  # allocator warm-up
+                await plain.post("/v1/chat/completions", content=huge, headers={"content-type": "application/json"})
+            before = rss_mb(pid)
+            statuses = Counter()
+            for _ in range(args.rejected):
+                response = await plain.post(
+                    "/v1/chat/completions", content=huge, headers={"content-type": "application/json"}
+                )
+                statuses[response.status_code] += 1
+        after = rss_mb(pid)
+        figures["rejected"] = {"requests": args.rejected, "statuses": dict(statuses), "size_mb": round(len(huge) / 1e6, 1)}
+        figures["rss_before_rejected_mb"] = round(before, 1)
+        figures["rss_after_rejected_mb"] = round(after, 1)
+        figures["rss_growth_mb"] = round(after - before, 1)
+    await client.close()
+    return figures
+
+
+def report(figures: dict) -> str:
+    lines = [
+        f"normal requests ({figures['clients']} clients, {figures['requests_per_phase']} per phase, max_tokens "
+        f"{figures['max_tokens']}): quiet p50 {figures['quiet_p50_s']:.3f} s p99 {figures['quiet_p99_s']:.3f} s; "
+        f"under attack p50 {figures['attacked_p50_s']:.3f} s p99 {figures['attacked_p99_s']:.3f} s "
+        f"({figures['p99_ratio']:.2f}x quiet; goal <= 2x)",
+        f"normal failures: {figures['normal_failures'] or 'none'}",
+        f"hostile answers: {figures['hostile_answers']}",
+        f"hostile p50 latency (s): {figures['hostile_p50_s']}",
+    ]
+    if figures.get("peak_rss_mb"):
+        lines.append(f"server RSS: {figures['rss_start_mb']} MB at start, peak {figures['peak_rss_mb']} MB under attack")
+    if "rss_growth_mb" in figures:
+        rejected = figures["rejected"]
+        lines.append(
+            f"{rejected['requests']} rejected {rejected['size_mb']} MB requests {rejected['statuses']}: RSS "
+            f"{figures['rss_before_rejected_mb']} -> {figures['rss_after_rejected_mb']} MB "
+            f"(+{figures['rss_growth_mb']} MB; goal < 100 MB)"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="hostile-load-") as scratch:
+        server, url, pid = None, args.url, args.pid
+        if url is None:
+            server, url = start_server(args, Path(scratch), startup_s=args.startup_timeout)
+            pid = server.pid
+        try:
+            figures = asyncio.run(run(args, url.rstrip("/"), pid))
+        finally:
+            if server is not None:
+                server.terminate()
+                server.wait(timeout=30)
+    print(json.dumps(figures) if args.json else report(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
