@@ -215,3 +215,17 @@ def test_stage_group_by_rejects_an_unknown_grouping(tmp_path: Path, world: Path)
     path = write_recipe(tmp_path, world, [stage("instruct", "instruct", group_by="size")])
     with pytest.raises(ValueError, match="group_by = 'size' is invalid.*modality"):
         load_recipe(path)
+
+
+def test_the_robust_recipe_is_the_tiny_one_on_the_randomized_world():
+    """recipes/tiny_cpu_robust.yaml (issue 17, prepared for a later run): the shipped recipe's stages on the
+    files `data synth --world randomized` writes."""
+    robust = load_recipe(REPO_ROOT / "recipes" / "tiny_cpu_robust.yaml")
+    shipped = load_recipe(REPO_ROOT / "recipes" / "tiny_cpu.yaml")
+    assert str(robust.data_root).endswith("synth-robust") and robust.output_dir != shipped.output_dir
+    assert robust.stages == shipped.stages
+    written = {"captions.json", "instructions.json", "scenes.jsonl"}
+    assert {name for stage in robust.stages for name in stage.data} <= written
+    assert robust.stages[0].vision_pretraining["data"] in written
+    header = (REPO_ROOT / "recipes" / "tiny_cpu_robust.yaml").read_text()
+    assert "llava-mini data synth --world randomized --out runs/synth-robust" in header
