@@ -115,7 +115,12 @@ def to_image(figure: Figure, width: int, height: int) -> Image.Image:
 def paint_backdrop(rng: random.Random, axes, width: int, height: int) -> list[np.ndarray]:
     """Fill the axes with a plain, gradient, radial, noisy or hatched backdrop; returns its colours (0-255)."""
     style = rng.choice(("plain", "plain", "linear", "radial", "noisy", "hatched"))
-    pick = lambda: np.array([rng.randint(0, 255) for _ in range(3)], float) if rng.random() < 0.6 else np.full(3, float(rng.choice((0, 40, 128, 215, 255))))  # noqa: E731
+
+    def pick() -> np.ndarray:  # any colour, or a grey from black to white
+        if rng.random() < 0.6:
+            return np.array([rng.randint(0, 255) for _ in range(3)], float)
+        return np.full(3, float(rng.choice((0, 40, 128, 215, 255))))
+
     base = pick()
     if style == "plain":
         axes.add_patch(patches.Rectangle((0, 0), width, height, color=base / 255, zorder=0))
@@ -368,11 +373,11 @@ def film(rng: random.Random, kind: str) -> tuple[list[np.ndarray], int, list[dic
         before, after = rng.sample(list(COLOURS), 2)
         switches = rng.random() < 0.5
         at = rng.randint(1, seconds - 1)
-        colour_at = lambda s: after if switches and s >= at else before  # noqa: E731
-        for second in range(seconds):
-            frames.extend([np.full((height, width, 3), rgb255(rng.choice(SHADES[colour_at(second)])), np.float32)] * rate)
+        names = [after if switches and second >= at else before for second in range(seconds)]
+        for name in names:
+            frames.extend([np.full((height, width, 3), rgb255(rng.choice(SHADES[name])), np.float32)] * rate)
         questions = [dict(type="scene_change", question=ask(rng, "change"), answer="yes" if switches else "no"),
-                     dict(type="scene_change", question=ask(rng, "end"), answer=colour_at(seconds - 1))]
+                     dict(type="scene_change", question=ask(rng, "end"), answer=names[-1])]
         shown = []
     else:
         raise ValueError(f"unknown clip kind {kind!r}")

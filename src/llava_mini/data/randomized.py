@@ -406,7 +406,7 @@ def cell_labels(items: list[Item], width: int, height: int) -> dict:
     return {"cells": cells, "word": 0}
 
 
-def video_frames_per_second(rng: random.Random) -> tuple[int, int, int, int]:
+def video_format(rng: random.Random) -> tuple[int, int, int, int]:
     """(fps, seconds, width, height) of a video: 4-30 fps, 2-8 s, long side 64-480 px, aspect 1:2 to 2:1."""
     width, height = picture_size(rng, 64, 480)
     return rng.randint(4, 30), rng.randint(2, 8), width, height
@@ -414,7 +414,7 @@ def video_frames_per_second(rng: random.Random) -> tuple[int, int, int, int]:
 
 def make_video(rng: random.Random, kind: str) -> tuple[list[Image.Image], int, str, list[dict]]:
     """Frames, frame rate, caption and questions of one video of the given kind."""
-    fps, seconds, width, height = video_frames_per_second(rng)
+    fps, seconds, width, height = video_format(rng)
     backdrop_image, backdrop = background(rng, width, height)
     colours = contrasting_colours(backdrop)
     if len(colours) < 3:

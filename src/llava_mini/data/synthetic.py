@@ -2,7 +2,9 @@
 
 Nothing pretrained can be downloaded offline, so the shipped model learns on this world. Images are 96 px
 (an 8 x 8 patch grid for the tiny tower), videos 2-6 s at 4 fps with events aligned to whole seconds, so
-the 1-frame-per-second sampler sees each of them. Records use the LLaVA JSON format.
+the 1-frame-per-second sampler sees each of them. Records use the LLaVA JSON format. This grid world is
+`llava-mini data synth`'s default (the shipped model's data); `--world randomized` draws the same vocabulary
+with wide variation (`randomized.py`).
 """
 
 from __future__ import annotations
