@@ -172,3 +172,15 @@ def test_cli_randomized_world_and_grid_only_options(tmp_path, capsys):
     assert main(["data", "synth", "--world", "randomized", "--out", str(tmp_path / "x"), "--images", "2",
                  "--place-turns", "2"]) == 2
     assert "--place-turns and --text-fraction belong to --world grid" in capsys.readouterr().err
+    assert main(["data", "synth", "--out", str(tmp_path / "g"), "--images", "2", "--workers", "2"]) == 2
+    assert "--workers belongs to --world randomized" in capsys.readouterr().err
+
+
+def test_two_workers_make_the_same_files(world, tmp_path):
+    generate_randomized(tmp_path, seed=4, num_images=16, num_videos=4, workers=2)
+    for name in ("captions.json", "instructions.json", "questions.jsonl", "scenes.jsonl", "world.json"):
+        assert (world / name).read_bytes() == (tmp_path / name).read_bytes()
+    for image in sorted((world / "images").iterdir()):
+        assert image.read_bytes() == (tmp_path / "images" / image.name).read_bytes()
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        generate_randomized(tmp_path, seed=4, num_images=1, num_videos=0, workers=0)

@@ -27,7 +27,11 @@ import json
 import math
 import random
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -502,33 +506,64 @@ def add_records(rng: random.Random, record_id: str, modality: str, path: str, ca
     evaluation.append(entry)
 
 
+def image_item(out: Path, seed: int, questions_per_image: int, index: int) -> dict:
+    """Draw and save picture `index` from its own random stream; returns its scene labels, caption record,
+    training conversation and held-out question."""
+    rng = random.Random(f"randomized/{seed}/image/{index}")
+    image, caption, questions, labels = make_image(rng)
+    image, as_jpeg = degrade(rng, image)
+    name = f"images/{index:06d}.{'jpg' if as_jpeg else 'png'}"
+    if as_jpeg:
+        image.save(out / name, quality=rng.randint(25, 90))
+    else:
+        image.save(out / name)
+    captions, instructions, evaluation = [], [], []
+    add_records(rng, f"img{index:06d}", "image", name, caption, questions, questions_per_image,
+                captions, instructions, evaluation)
+    return {"scene": {"image": name, **labels}, "caption": captions[0], "instruction": instructions[0],
+            "question": evaluation[0]}
+
+
+def video_item(out: Path, seed: int, questions_per_image: int, kind: str, index: int) -> dict:
+    """Draw and save video `index` of the given kind from its own random stream; returns its records."""
+    rng = random.Random(f"randomized/{seed}/video/{index}")
+    name = f"videos/{index:06d}.mp4"
+    frames, fps, caption, questions = make_video(rng, kind)
+    write_video(out / name, frames, fps)
+    captions, instructions, evaluation = [], [], []
+    add_records(rng, f"vid{index:06d}", "video", name, caption, questions, questions_per_image,
+                captions, instructions, evaluation)
+    return {"caption": captions[0], "instruction": instructions[0], "question": evaluation[0]}
+
+
 def generate_randomized(out_dir: str | Path, seed: int, num_images: int, num_videos: int,
-                        questions_per_image: int = 4, video_mix: dict[str, int] | None = None) -> dict:
+                        questions_per_image: int = 4, video_mix: dict[str, int] | None = None,
+                        workers: int = 1) -> dict:
     """Write the randomized world to out_dir, in the grid world's files (images/, videos/, captions.json,
-    instructions.json, questions.jsonl, scenes.jsonl, world.json)."""
+    instructions.json, questions.jsonl, scenes.jsonl, world.json).
+
+    Every picture and video has its own random stream (seed and index), so `workers` processes make the
+    same files as one."""
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
     schedule = video_kind_schedule(video_mix)
+    kinds = [schedule[index % len(schedule)] for index in range(num_videos)]
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    rng = random.Random(f"randomized/{seed}")
-    captions, instructions, evaluation, scenes = [], [], [], []
-    for index in tqdm(range(num_images), desc="images", unit="img", leave=False):
-        image, caption, questions, labels = make_image(rng)
-        image, as_jpeg = degrade(rng, image)
-        name = f"images/{index:06d}.{'jpg' if as_jpeg else 'png'}"
-        if as_jpeg:
-            image.save(out / name, quality=rng.randint(25, 90))
+    images = partial(image_item, out, seed, questions_per_image)
+    videos = partial(video_item, out, seed, questions_per_image)
+    with ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=get_context("spawn")))
+            run = partial(pool.map, chunksize=8)
         else:
-            image.save(out / name)
-        scenes.append({"image": name, **labels})
-        add_records(rng, f"img{index:06d}", "image", name, caption, questions, questions_per_image,
-                    captions, instructions, evaluation)
-    for index in tqdm(range(num_videos), desc="videos", unit="video", leave=False):
-        name = f"videos/{index:06d}.mp4"
-        frames, fps, caption, questions = make_video(rng, schedule[index % len(schedule)])
-        write_video(out / name, frames, fps)
-        add_records(rng, f"vid{index:06d}", "video", name, caption, questions, questions_per_image,
-                    captions, instructions, evaluation)
+            run = map
+        drawn = list(tqdm(run(images, range(num_images)), total=num_images, desc="images", unit="img", leave=False))
+        filmed = list(tqdm(run(videos, kinds, range(num_videos)), total=num_videos, desc="videos", unit="video",
+                           leave=False))
+    scenes = [item["scene"] for item in drawn]
+    captions, instructions, evaluation = ([item[key] for item in drawn + filmed] for key in ("caption", "instruction", "question"))
     (out / "captions.json").write_text(json.dumps(captions, indent=1) + "\n")
     (out / "instructions.json").write_text(json.dumps(instructions, indent=1) + "\n")
     with (out / "questions.jsonl").open("w") as handle:
@@ -540,7 +575,7 @@ def generate_randomized(out_dir: str | Path, seed: int, num_images: int, num_vid
         "questions_per_image": questions_per_image, "questions": len(evaluation),
         "instruction_records": len(instructions),
         "question_types": dict(sorted(Counter(f"{e['modality']}/{e['type']}" for e in evaluation).items())),
-        "video_kinds": dict(Counter(schedule[index % len(schedule)] for index in range(num_videos))),
+        "video_kinds": dict(Counter(kinds)),
     }
     (out / "world.json").write_text(json.dumps(world, indent=2) + "\n")
     return world

@@ -489,6 +489,8 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--text-fraction", type=fraction, default=0.15, help="share of images showing a word (grid)")
     parser.add_argument("--place-turns", type=whole_number(0), default=0, metavar="N",
                         help="questions on where single objects are, added to each training conversation (grid)")
+    parser.add_argument("--workers", type=whole_number(1), default=1,
+                        help="processes drawing the randomized world (same files for any number)")
     parser.add_argument("--video-mix", type=parse_video_mix, default=None, metavar="KIND=N,...",
                         help=f"relative count of each video kind (default 1 each; kinds: {', '.join(VIDEO_KINDS)})")
 
@@ -502,9 +504,12 @@ def run_synth(args: argparse.Namespace) -> int:
         if args.place_turns or args.text_fraction != 0.15:
             raise ValueError("--place-turns and --text-fraction belong to --world grid; the randomized world asks "
                              "where objects are among its own questions and draws words in 15% of its pictures")
-        world = generate_randomized(args.out, args.seed, args.images, args.videos, args.questions_per_image, args.video_mix)
+        world = generate_randomized(args.out, args.seed, args.images, args.videos, args.questions_per_image,
+                                    args.video_mix, args.workers)
         print(json.dumps(world, indent=2))
         return 0
+    if args.workers != 1:
+        raise ValueError("--workers belongs to --world randomized; the grid world is drawn from one random stream")
     world = generate_dataset(args.out, args.seed, args.images, args.videos, args.questions_per_image, args.text_fraction,
                              args.video_mix, args.place_turns)
     print(json.dumps(world, indent=2))
