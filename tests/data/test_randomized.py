@@ -184,3 +184,14 @@ def test_two_workers_make_the_same_files(world, tmp_path):
         assert image.read_bytes() == (tmp_path / "images" / image.name).read_bytes()
     with pytest.raises(ValueError, match="workers must be >= 1"):
         generate_randomized(tmp_path, seed=4, num_images=1, num_videos=0, workers=0)
+
+
+def test_scene_labels_are_cells_of_the_padded_square_the_tower_sees():
+    from llava_mini.data.randomized import cell_labels
+
+    blue = COLOURS["blue"]
+    items = [Item("circle", "red", COLOURS["red"], 100, 50, 20), Item("star", "blue", blue, 10, 50, 20)]
+    cells = cell_labels(items, 200, 100)["cells"]  # padded to 200 x 200: 50 px above and below
+    assert cells[4] == 1 + 0 * len(COLOURS) + list(COLOURS).index("red")
+    assert cells[3] == 1 + 3 * len(COLOURS) + list(COLOURS).index("blue")
+    assert sum(cell > 0 for cell in cells) == 2
