@@ -11,6 +11,7 @@ from llava_mini.analysis.attention import add_attention_arguments, run_attention
 from llava_mini.analysis.compression import add_compression_arguments, run_compression
 from llava_mini.analysis.flops import add_flops_arguments, run_flops
 from llava_mini.analysis.latency import add_bench_arguments, run_bench
+from llava_mini.data.independent import add_independent_arguments, run_independent
 from llava_mini.data.synthetic import add_synth_arguments, run_synth
 from llava_mini.eval.runner import add_benchmark_commands
 from llava_mini.eval.synth import add_eval_synth_arguments, run_eval_synth
@@ -181,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     add_command(data_commands, "synth", "generate the synthetic visual world", add_synth_arguments, run_synth)
+    add_command(
+        data_commands,
+        "independent",
+        "generate the independent test set (a second renderer; never for training)",
+        add_independent_arguments,
+        run_independent,
+    )
 
     evaluation = commands.add_parser("eval", help="evaluate a model")
     eval_commands = evaluation.add_subparsers(dest="eval_task", required=True, metavar="TASK")

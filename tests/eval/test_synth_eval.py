@@ -6,7 +6,14 @@ import json
 
 import pytest
 
-from llava_mini.eval.synth import load_questions, markdown_table, normalise_answer, score
+from llava_mini.eval.synth import (
+    description_score,
+    load_questions,
+    markdown_table,
+    mentioned_objects,
+    normalise_answer,
+    score,
+)
 
 
 def test_normalisation():
@@ -38,3 +45,37 @@ def test_load_questions_names_the_bad_line(tmp_path):
     assert load_questions(tmp_path, limit=1)[0].answer == "red"
     with pytest.raises(FileNotFoundError):
         load_questions(tmp_path / "missing")
+
+
+def test_number_words_and_american_spelling_are_the_same_answer():
+    assert normalise_answer("Two.") == "2" == normalise_answer("2")
+    assert normalise_answer("Center") == "centre" and normalise_answer("top  left") == "top left"
+
+
+def test_descriptions_count_named_and_made_up_objects():
+    objects = [{"shape": "circle", "colour": "red"}, {"shape": "square", "colour": "blue"}]
+    assert description_score("A red circle at the top left and a blue square.", objects) == {
+        "named": 2, "objects": 2, "hallucinated": 0}
+    assert description_score("Two red circles and a green star.", objects) == {"named": 1, "objects": 2, "hallucinated": 1}
+    assert description_score("a blue circle", objects)["hallucinated"] == 1  # right shape, wrong colour
+    assert description_score("a triangle", objects) == {"named": 0, "objects": 2, "hallucinated": 1}
+    assert mentioned_objects("Orange stars; a cross") == ({("star", "orange")}, {"cross"})
+
+
+def test_score_reports_the_description_metrics():
+    records = [
+        {"modality": "image", "type": "describe", "correct": True, "named": 2, "objects": 2, "hallucinated": 0},
+        {"modality": "video", "type": "describe", "correct": False, "named": 0, "objects": 1, "hallucinated": 2},
+        {"modality": "image", "type": "color", "correct": True},
+    ]
+    results = score(records)
+    assert results["describe/objects named"] == {"accuracy": 2 / 3, "correct": 2, "total": 3}
+    assert results["describe/no hallucination"] == {"accuracy": 0.5, "correct": 1, "total": 2}
+    assert results["image/describe"]["correct"] == 1
+
+
+def test_a_description_question_needs_its_objects(tmp_path):
+    entry = {"id": 1, "image": "a.png", "question": "Describe the image", "answer": "x", "type": "describe", "modality": "image"}
+    (tmp_path / "questions.jsonl").write_text(json.dumps(entry) + "\n")
+    with pytest.raises(ValueError, match="questions.jsonl:1: a 'describe' question needs its ground-truth 'objects'"):
+        load_questions(tmp_path)

@@ -238,3 +238,17 @@ def test_a_resumed_run_rewrites_the_log_from_its_step(tmp_path, world):
         handle.write('{"step": 4, "loss"')  # a line cut by the kill
     run_recipe(str(path), resume=True)
     assert [json.loads(line)["step"] for line in log.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_the_robust_recipe_is_the_tiny_one_on_the_randomized_world():
+    """recipes/tiny_cpu_robust.yaml (issue 17, prepared for a later run): the shipped recipe's stages on the
+    files `data synth --world randomized` writes."""
+    robust = load_recipe(REPO_ROOT / "recipes" / "tiny_cpu_robust.yaml")
+    shipped = load_recipe(REPO_ROOT / "recipes" / "tiny_cpu.yaml")
+    assert str(robust.data_root).endswith("synth-robust") and robust.output_dir != shipped.output_dir
+    assert robust.stages == shipped.stages
+    written = {"captions.json", "instructions.json", "scenes.jsonl"}
+    assert {name for stage in robust.stages for name in stage.data} <= written
+    assert robust.stages[0].vision_pretraining["data"] in written
+    header = (REPO_ROOT / "recipes" / "tiny_cpu_robust.yaml").read_text()
+    assert "llava-mini data synth --world randomized --out runs/synth-robust" in header

@@ -2,7 +2,9 @@
 
 Nothing pretrained can be downloaded offline, so the shipped model learns on this world. Images are 96 px
 (an 8 x 8 patch grid for the tiny tower), videos 2-6 s at 4 fps with events aligned to whole seconds, so
-the 1-frame-per-second sampler sees each of them. Records use the LLaVA JSON format.
+the 1-frame-per-second sampler sees each of them. Records use the LLaVA JSON format. This grid world is
+`llava-mini data synth`'s default (the shipped model's data); `--world randomized` draws the same vocabulary
+with wide variation (`randomized.py`).
 """
 
 from __future__ import annotations
@@ -475,14 +477,20 @@ def fraction(text: str) -> float:
 
 def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--world", choices=("grid", "randomized"), default="grid",
+                        help="grid: the 96 px 3 x 3 world the shipped model was trained on (default, so its recipe "
+                             "regenerates byte for byte); randomized: free sizes, backgrounds, fonts, frame rates "
+                             "and phrasings (data/randomized.py), for robust training")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--images", type=whole_number(0), default=1000)
     parser.add_argument("--videos", type=whole_number(0), default=200)
     parser.add_argument("--questions-per-image", type=whole_number(1), default=4,
                         help="question turns per training record")
-    parser.add_argument("--text-fraction", type=fraction, default=0.15, help="share of images showing a word")
+    parser.add_argument("--text-fraction", type=fraction, default=0.15, help="share of images showing a word (grid)")
     parser.add_argument("--place-turns", type=whole_number(0), default=0, metavar="N",
-                        help="questions on where single objects are, added to each training conversation")
+                        help="questions on where single objects are, added to each training conversation (grid)")
+    parser.add_argument("--workers", type=whole_number(1), default=1,
+                        help="processes drawing the randomized world (same files for any number)")
     parser.add_argument("--video-mix", type=parse_video_mix, default=None, metavar="KIND=N,...",
                         help=f"relative count of each video kind (default 1 each; kinds: {', '.join(VIDEO_KINDS)})")
 
@@ -490,6 +498,18 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     if args.images + args.videos == 0:
         raise ValueError("nothing to generate: --images and --videos are both 0")
+    if args.world == "randomized":
+        from llava_mini.data.randomized import generate_randomized
+
+        if args.place_turns or args.text_fraction != 0.15:
+            raise ValueError("--place-turns and --text-fraction belong to --world grid; the randomized world asks "
+                             "where objects are among its own questions and draws words in 15% of its pictures")
+        world = generate_randomized(args.out, args.seed, args.images, args.videos, args.questions_per_image,
+                                    args.video_mix, args.workers)
+        print(json.dumps(world, indent=2))
+        return 0
+    if args.workers != 1:
+        raise ValueError("--workers belongs to --world randomized; the grid world is drawn from one random stream")
     world = generate_dataset(args.out, args.seed, args.images, args.videos, args.questions_per_image, args.text_fraction,
                              args.video_mix, args.place_turns)
     print(json.dumps(world, indent=2))
