@@ -32,6 +32,7 @@ from matplotlib.transforms import Affine2D
 from PIL import Image, ImageFilter
 from tqdm import tqdm
 
+from llava_mini.data.records import write_world_files
 from llava_mini.data.synthetic import (  # vocabulary, argparse types
     COLOURS,
     SHAPES,
@@ -420,11 +421,9 @@ def generate_independent(out_dir: str | Path, seed: int, num_images: int, num_vi
         else:
             entry.update(rng.choice(questions))
         entries.append(entry)
-    with (out / "questions.jsonl").open("w") as handle:
-        handle.writelines(json.dumps(e) + "\n" for e in entries)
     summary = {"world": "independent", "seed": seed, "images": num_images, "videos": num_videos, "questions": len(entries),
                "question_types": dict(sorted(Counter(f"{e['modality']}/{e['type']}" for e in entries).items()))}
-    (out / "world.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_world_files(out, summary, questions=entries)
     return summary
 
 

@@ -23,7 +23,6 @@ questions on descriptions carry their ground-truth objects for `llava-mini eval 
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections import Counter
@@ -39,6 +38,7 @@ from matplotlib import get_data_path
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from tqdm import tqdm
 
+from llava_mini.data.records import write_world_files
 from llava_mini.data.synthetic import (
     COLOURS,
     SHAPES,
@@ -564,12 +564,6 @@ def generate_randomized(out_dir: str | Path, seed: int, num_images: int, num_vid
                            leave=False))
     scenes = [item["scene"] for item in drawn]
     captions, instructions, evaluation = ([item[key] for item in drawn + filmed] for key in ("caption", "instruction", "question"))
-    (out / "captions.json").write_text(json.dumps(captions, indent=1) + "\n")
-    (out / "instructions.json").write_text(json.dumps(instructions, indent=1) + "\n")
-    with (out / "questions.jsonl").open("w") as handle:
-        handle.writelines(json.dumps(entry) + "\n" for entry in evaluation)
-    with (out / "scenes.jsonl").open("w") as handle:
-        handle.writelines(json.dumps(entry) + "\n" for entry in scenes)
     world = {
         "world": "randomized", "seed": seed, "images": num_images, "videos": num_videos,
         "questions_per_image": questions_per_image, "questions": len(evaluation),
@@ -577,5 +571,5 @@ def generate_randomized(out_dir: str | Path, seed: int, num_images: int, num_vid
         "question_types": dict(sorted(Counter(f"{e['modality']}/{e['type']}" for e in evaluation).items())),
         "video_kinds": dict(Counter(kinds)),
     }
-    (out / "world.json").write_text(json.dumps(world, indent=2) + "\n")
+    write_world_files(out, world, captions=captions, instructions=instructions, questions=evaluation, scenes=scenes)
     return world

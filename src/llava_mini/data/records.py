@@ -86,3 +86,19 @@ def load_records(
         parse_record(entry, f"{path} entry {index} (id {entry.get('id', '?')})" if isinstance(entry, dict) else f"{path} entry {index}", root, check_media)
         for index, entry in enumerate(read_entries(path))
     ]
+
+
+def write_world_files(out: Path, world: dict, **files: list[dict]) -> None:
+    """Write a generated world's record files to `out`: `captions` / `instructions` as JSON lists
+    (captions.json, instructions.json), `questions` / `scenes` as JSON lines (questions.jsonl,
+    scenes.jsonl), each only when given, then the `world` summary as world.json."""
+    for name, entries in files.items():
+        if name in ("captions", "instructions"):
+            (out / f"{name}.json").write_text(json.dumps(entries, indent=1) + "\n")
+        elif name in ("questions", "scenes"):
+            with (out / f"{name}.jsonl").open("w") as handle:
+                handle.writelines(json.dumps(entry) + "\n" for entry in entries)
+        else:
+            raise ValueError(f"unknown world file {name!r}: captions, instructions, questions or scenes")
+    (out / "world.json").write_text(json.dumps(world, indent=2) + "\n")
+

@@ -22,6 +22,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+from llava_mini.data.records import write_world_files
 from llava_mini.processing.video import write_video
 
 logger = logging.getLogger(__name__)
@@ -415,19 +416,13 @@ def generate_dataset(
         write_video(out / name, frames, VIDEO_FPS)
         add_records(rng, f"vid{index:06d}", "video", name, caption, questions, questions_per_image,
                     captions, instructions, evaluation)
-    (out / "captions.json").write_text(json.dumps(captions, indent=1) + "\n")
-    (out / "instructions.json").write_text(json.dumps(instructions, indent=1) + "\n")
-    with (out / "questions.jsonl").open("w") as handle:
-        handle.writelines(json.dumps(entry) + "\n" for entry in evaluation)
-    with (out / "scenes.jsonl").open("w") as handle:
-        handle.writelines(json.dumps(entry) + "\n" for entry in scenes)
     world = {
         "seed": seed, "images": num_images, "videos": num_videos, "questions_per_image": questions_per_image,
         "text_fraction": text_fraction, "image_size": IMAGE_SIZE, "video_fps": VIDEO_FPS,
         "questions": len(evaluation), "instruction_records": len(instructions),
         "place_turns": place_turns, "video_kinds": dict(Counter(schedule[index % len(schedule)] for index in range(num_videos))),
     }
-    (out / "world.json").write_text(json.dumps(world, indent=2) + "\n")
+    write_world_files(out, world, captions=captions, instructions=instructions, questions=evaluation, scenes=scenes)
     return world
 
 
