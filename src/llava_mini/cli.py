@@ -12,6 +12,7 @@ from llava_mini.analysis.compression import add_compression_arguments, run_compr
 from llava_mini.analysis.flops import add_flops_arguments, run_flops
 from llava_mini.analysis.latency import add_bench_arguments, run_bench
 from llava_mini.data.synthetic import add_synth_arguments, run_synth
+from llava_mini.eval.lmms_eval_task import add_lmms_task_arguments, run_lmms_task
 from llava_mini.eval.runner import add_benchmark_commands
 from llava_mini.eval.synth import add_eval_synth_arguments, run_eval_synth
 from llava_mini.experiments.ablations import add_ablations_arguments, run_ablations_command
@@ -178,6 +179,13 @@ def build_parser() -> argparse.ArgumentParser:
     data = commands.add_parser("data", help="data tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="DATA_COMMAND")
     add_command(data_commands, "synth", "generate the synthetic visual world", add_synth_arguments, run_synth)
+    add_command(
+        data_commands,
+        "lmms-task",
+        "write synthetic questions as an lmms-eval task",
+        add_lmms_task_arguments,
+        run_lmms_task,
+    )
 
     evaluation = commands.add_parser("eval", help="evaluate a model")
     eval_commands = evaluation.add_subparsers(dest="eval_task", required=True, metavar="TASK")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
 import time
 from contextlib import nullcontext
@@ -17,7 +16,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate.logging import get_logger
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -43,7 +43,7 @@ from llava_mini.train.freezing import parameter_groups, set_trainable
 from llava_mini.train.sampling import GROUP_KEYS, epoch_order, group_batches
 from llava_mini.train.vision_pretraining import VisionPretrainingArgs, pretrain_vision_tower
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # logs on the main process only
 
 STAGE_MODEL_DEFAULTS = {
     # Stage 1 of the paper: "compression and modality pre-fusion modules are not yet applied".
@@ -77,6 +77,8 @@ class TrainRecipe:
         self.resume = resume
         self.output_dir = Path(args.output_dir)
         self.data_root = Path(args.data_root)
+        # Multi-process CPU runs (torchrun / accelerate launch without GPUs) use gloo.
+        self.on_cpu = args.device == "cpu" or not torch.cuda.is_available()
 
     # Building --------------------------------------------------------------------------------------
     def stage_dir(self, index: int, stage: StageArgs) -> Path:
@@ -177,6 +179,7 @@ class TrainRecipe:
         """Run every stage not yet finished; returns the last stage's `final/` directory."""
         if self.args.threads:
             torch.set_num_threads(self.args.threads)
+        PartialState(cpu=self.on_cpu)  # the process group, before the first (main-process-only) log line
         previous: Path | None = None
         for index, stage in enumerate(self.args.stages):
             final = self.stage_dir(index, stage) / "final"
@@ -200,7 +203,7 @@ class TrainRecipe:
     def run_stage(self, index: int, stage: StageArgs, previous: Path | None) -> Path:
         stage_dir = self.stage_dir(index, stage)
         accelerator = Accelerator(
-            cpu=self.args.device == "cpu" or not torch.cuda.is_available(),  # multi-process CPU runs use gloo
+            cpu=self.on_cpu,
             mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.args.precision],
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
@@ -211,7 +214,8 @@ class TrainRecipe:
         if stage.vision_pretraining is not None and not (self.resume and checkpoints):
             self.pretrain_vision(stage, stage_dir, model, processor, accelerator.is_main_process)
         trainable = set_trainable(model, stage.mode, stage.frozen)
-        logger.info("stage %s trains %d tensors", stage.name, len(trainable))
+        logger.info("stage %s trains %d tensors on %d process(es), %s", stage.name, len(trainable),
+                    accelerator.num_processes, accelerator.distributed_type.value)
         if self.args.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         dataset = ConversationDataset(records, processor, self.args.video_fps, self.args.video_max_frames)
@@ -292,7 +296,7 @@ class TrainRecipe:
             except TypeError as error:
                 raise ValueError(f"stage {stage.name}: bad vision_pretraining block ({error})") from error
             summary = pretrain_vision_tower(
-                model.vision_tower, processor.image_processor, self.data_root, settings, self.args.seed
+                model.vision_tower, processor.image_processor, self.data_root, settings, self.args.seed, is_main
             )
 
             def write(directory: Path) -> None:
@@ -341,7 +345,13 @@ class TrainRecipe:
                         },
                     )
                 else:
-                    summary = {"losses": losses, "stage": asdict(stage) if stage else None}
+                    summary = {
+                        "losses": losses,
+                        "stage": asdict(stage) if stage else None,
+                        # what actually ran: accelerate falls back to plain DDP (MULTI_CPU) for FSDP on CPUs
+                        "distributed_type": accelerator.distributed_type.value,
+                        "processes": accelerator.num_processes,
+                    }
                     (directory / "training_summary.json").write_text(json.dumps(summary) + "\n")
 
             atomic_directory_write(target, write)
@@ -360,5 +370,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     final = run_recipe(args.recipe, args.overrides, args.resume)
-    print(f"trained model: {final}")
+    if PartialState().is_main_process:
+        print(f"trained model: {final}")
     return 0

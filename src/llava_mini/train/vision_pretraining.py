@@ -153,8 +153,10 @@ def pretrain_vision_tower(
     data_root: Path,
     settings: VisionPretrainingArgs,
     seed: int = 0,
+    show_progress: bool = True,
 ) -> dict:
-    """Train `tower` in place on dense scene labels; returns the loss curve and the final train accuracy."""
+    """Train `tower` in place on dense scene labels; returns the loss curve and the final train accuracy.
+    `show_progress=False` (every process but the main one) silences the progress bar and the summary line."""
     dataset = SceneLabels(data_root / settings.data, image_processor)
     generator = torch.Generator().manual_seed(seed)
     grid_side = int(tower.model.config.image_size) // int(tower.model.config.patch_size)
@@ -169,7 +171,7 @@ def pretrain_vision_tower(
     losses, correct, seen = [], 0, 0
     order = torch.cat([torch.randperm(len(dataset), generator=generator) for _ in range(math.ceil(settings.epochs) + 1)])
     started = time.perf_counter()
-    progress = tqdm(range(total_steps), desc="vision pre-training")
+    progress = tqdm(range(total_steps), desc="vision pre-training", disable=not show_progress)
     for step in progress:
         batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
         pixels, cells, words = dataset.pixels[batch], dataset.cells[batch], dataset.words[batch]
@@ -186,5 +188,6 @@ def pretrain_vision_tower(
         rate = (step + 1) * settings.batch_size / (time.perf_counter() - started)
         progress.set_postfix(loss=f"{losses[-1]:.4f}", images_per_s=f"{rate:.0f}")
     summary = {"losses": losses, "last_epoch_scene_accuracy": correct / max(1, seen), "images": len(dataset)}
-    logger.info("vision pre-training: final loss %.4f, scene accuracy %.3f", losses[-1], summary["last_epoch_scene_accuracy"])
+    if show_progress:
+        logger.info("vision pre-training: final loss %.4f, scene accuracy %.3f", losses[-1], summary["last_epoch_scene_accuracy"])
     return summary
