@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
@@ -61,6 +62,14 @@ def load_weights(directory: Path) -> dict[str, torch.Tensor]:
     for file in files:
         weights.update(load_file(str(file)))
     return weights
+
+
+def launched_distributed_type() -> str | None:
+    """"FSDP" or "DEEPSPEED" when `accelerate launch` was given such a config (it sets ACCELERATE_USE_*)."""
+    for kind in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true":
+            return kind
+    return None
 
 
 def repeat_by_media_kind(records: list[ConversationRecord], repeat: dict[str, int]) -> list[ConversationRecord]:
@@ -207,6 +216,14 @@ class TrainRecipe:
             mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.args.precision],
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        launched = launched_distributed_type()
+        if launched is not None and accelerator.distributed_type.value != launched:
+            # accelerate shards with FSDP / DeepSpeed only on accelerators; on CPUs the config runs as DDP
+            logger.warning(
+                "accelerate was launched with a %s config but runs %s: without GPUs every process holds the "
+                "whole model and optimizer state (plain data parallelism over gloo, same results)",
+                launched, accelerator.distributed_type.value,
+            )
         torch.manual_seed(self.args.seed + index)
         records = self.read_records(stage)
         model, processor = self.build(stage, previous, records)
@@ -348,8 +365,9 @@ class TrainRecipe:
                     summary = {
                         "losses": losses,
                         "stage": asdict(stage) if stage else None,
-                        # what actually ran: accelerate falls back to plain DDP (MULTI_CPU) for FSDP on CPUs
+                        # what ran: on CPUs accelerate runs FSDP and DeepSpeed configs as DDP (MULTI_CPU)
                         "distributed_type": accelerator.distributed_type.value,
+                        "launched_with": launched_distributed_type(),
                         "processes": accelerator.num_processes,
                     }
                     (directory / "training_summary.json").write_text(json.dumps(summary) + "\n")
