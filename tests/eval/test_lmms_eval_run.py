@@ -91,9 +91,9 @@ def test_lmms_eval_scores_the_shipped_model_like_eval_synth(questions, tmp_path)
     (results_file,) = (tmp_path / "out").rglob("*_results.json")
     (samples_file,) = (tmp_path / "out").rglob(f"*_samples_{TASK_NAME}.jsonl")
     lmms_score = json.loads(results_file.read_text())["results"][TASK_NAME]["exact_match,none"]
-    samples = [json.loads(line) for line in samples_file.read_text().splitlines()]
-    lmms_answers = {sample["doc"]["id"]: sample["filtered_resps"][0] for sample in samples}
+    samples = sorted((json.loads(line) for line in samples_file.read_text().splitlines()), key=lambda s: s["doc_id"])
+    assert [s["target"] for s in samples] == [q.answer for q in questions]
 
     records = evaluate(LlavaMini.load(), questions, batch_size=4)
-    assert lmms_answers == {record["id"]: record["answer"] for record in records}
+    assert [s["filtered_resps"] for s in samples] == [record["answer"] for record in records]
     assert lmms_score == pytest.approx(score(records)["all"]["accuracy"], abs=1e-12)
