@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 IMAGE ?= assets/shapes.png
 QUESTION ?= How many objects are there?
 
-.PHONY: demo test lint install
+.PHONY: demo test lint install lmms-eval-env
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,3 +28,19 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests
+
+# lmms-eval in a virtual environment of its own (its pins conflict with .venv's: av<16 among others);
+# the plugin test (tests/eval/test_lmms_eval_run.py) uses it where it exists, and CI builds it.
+LMMS_VENV ?= .venv-lmms-eval
+LMMS_STAMP := $(LMMS_VENV)/.installed
+
+$(LMMS_STAMP): pyproject.toml requirements.lock requirements-lmms-eval.lock
+	test -x $(LMMS_VENV)/bin/python || $(PYTHON) -m venv $(LMMS_VENV)
+	$(LMMS_VENV)/bin/python -m pip install -q --upgrade pip
+	$(LMMS_VENV)/bin/python -m pip install -q torch==$$(sed -n 's/^torch==//p' requirements.lock)
+	$(LMMS_VENV)/bin/python -m pip install -q --no-deps -r requirements-lmms-eval.lock
+	$(LMMS_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(LMMS_VENV)/bin/python -m lmms_eval --help > /dev/null
+	touch $(LMMS_STAMP)
+
+lmms-eval-env: $(LMMS_STAMP)

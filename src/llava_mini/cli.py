@@ -13,6 +13,7 @@ from llava_mini.analysis.flops import add_flops_arguments, run_flops
 from llava_mini.analysis.latency import add_bench_arguments, run_bench
 from llava_mini.data.independent import add_independent_arguments, run_independent
 from llava_mini.data.synthetic import add_synth_arguments, run_synth
+from llava_mini.eval.lmms_eval_task import add_lmms_task_arguments, run_lmms_task
 from llava_mini.eval.runner import add_benchmark_commands
 from llava_mini.eval.synth import add_eval_synth_arguments, run_eval_synth
 from llava_mini.experiments.ablations import add_ablations_arguments, run_ablations_command
@@ -188,6 +189,13 @@ def build_parser() -> argparse.ArgumentParser:
         "generate the independent test set (a second renderer; never for training)",
         add_independent_arguments,
         run_independent,
+    )
+    add_command(
+        data_commands,
+        "lmms-task",
+        "write synthetic questions as an lmms-eval task",
+        add_lmms_task_arguments,
+        run_lmms_task,
     )
 
     evaluation = commands.add_parser("eval", help="evaluate a model")

@@ -1,4 +1,4 @@
-"""Training recipes on a tiny model: trainable sets, accumulation, resume, atomic saves, DDP."""
+"""Training recipes on a tiny model: trainable sets, accumulation, resume, atomic saves, DDP, FSDP config."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 import yaml
 
 from llava_mini.data.synthetic import generate_dataset
+from llava_mini.eval.synth import load_questions
+from llava_mini.inference.generate import LlavaMini
 from llava_mini.model.modeling import LlavaMiniForConditionalGeneration
 from llava_mini.train.args import load_recipe
 from llava_mini.train.checkpoint import atomic_directory_write
@@ -166,6 +168,32 @@ def test_two_process_ddp_matches_one_process(tmp_path, world):
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stderr[-3000:]
     assert losses_of(tmp_path / "ddp" / "out" / "stage0-s" / "final") == pytest.approx(losses_of(single), rel=1e-5)
+
+
+def test_shipped_fsdp_config_on_two_cpu_processes_trains_what_one_process_trains(tmp_path, world):
+    """recipes/accelerate/fsdp.yaml through `accelerate launch`, 2 processes, fp32: same losses, and the saved
+    model answers as the one-process model. accelerate 1.15 shards with FSDP only on accelerators: on CPUs it
+    runs the config as DDP over gloo, which the recipe says once and records in the summary."""
+    grouped = {"group_by": "length"}
+    single = run_recipe(str(write_recipe(tmp_path / "one", world, [stage("s", "components", batch_size=4, **grouped)])))
+    config = yaml.safe_load((REPO_ROOT / "recipes" / "accelerate" / "fsdp.yaml").read_text())
+    (tmp_path / "fsdp.yaml").write_text(yaml.safe_dump({**config, "num_processes": 2, "mixed_precision": "no"}))
+    path = write_recipe(tmp_path / "fsdp", world, [stage("s", "components", batch_size=2, **grouped)])
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO_ROOT / "src"))
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(tmp_path / "fsdp.yaml"),
+               "--main_process_port", "29534", "-m", "llava_mini.cli", "train", str(path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = tmp_path / "fsdp" / "out" / "stage0-s" / "final"
+    assert losses_of(final) == pytest.approx(losses_of(single), rel=1e-5)
+    summary = json.loads((final / "training_summary.json").read_text())
+    assert (summary["distributed_type"], summary["launched_with"], summary["processes"]) == ("MULTI_CPU", "FSDP", 2)
+    assert result.stdout.count("trained model:") == 1  # the main process only
+    assert result.stderr.count("launched with a FSDP config but runs MULTI_CPU") == 1
+    one, two = LlavaMini.load(str(single)), LlavaMini.load(str(final))
+    for question in load_questions(world, limit=4):
+        assert two.ask(question.media_path, question.question, max_new_tokens=6) == one.ask(
+            question.media_path, question.question, max_new_tokens=6)
 
 
 def test_building_from_pretrained_vision_tower_and_llm(tmp_path, world):

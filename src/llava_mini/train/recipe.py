@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import math
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -18,7 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator, DistributedDataParallelKwargs
+from accelerate import Accelerator, DistributedDataParallelKwargs, PartialState
+from accelerate.logging import get_logger
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm import tqdm
@@ -45,7 +46,7 @@ from llava_mini.train.freezing import parameter_groups, set_trainable
 from llava_mini.train.sampling import GROUP_KEYS, epoch_order, group_batches
 from llava_mini.train.vision_pretraining import VisionPretrainingArgs, pretrain_vision_tower
 
-logger = logging.getLogger(__name__)
+logger = get_logger(__name__)  # logs on the main process only
 
 STAGE_MODEL_DEFAULTS = {
     # Stage 1 of the paper: "compression and modality pre-fusion modules are not yet applied".
@@ -65,6 +66,14 @@ def load_weights(directory: Path) -> dict[str, torch.Tensor]:
     return weights
 
 
+def launched_distributed_type() -> str | None:
+    """"FSDP" or "DEEPSPEED" when `accelerate launch` was given such a config (it sets ACCELERATE_USE_*)."""
+    for kind in ("FSDP", "DEEPSPEED"):
+        if os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true":
+            return kind
+    return None
+
+
 def repeat_by_media_kind(records: list[ConversationRecord], repeat: dict[str, int]) -> list[ConversationRecord]:
     """Each record `repeat[kind]` times (kind "image", "video", or "text" for records without media);
     `StageArgs` has checked the kinds and counts."""
@@ -79,6 +88,8 @@ class TrainRecipe:
         self.resume = resume
         self.output_dir = Path(args.output_dir)
         self.data_root = Path(args.data_root)
+        # Multi-process CPU runs (torchrun / accelerate launch without GPUs) use gloo.
+        self.on_cpu = args.device == "cpu" or not torch.cuda.is_available()
 
     # Building --------------------------------------------------------------------------------------
     def stage_dir(self, index: int, stage: StageArgs) -> Path:
@@ -179,6 +190,7 @@ class TrainRecipe:
         """Run every stage not yet finished; returns the last stage's `final/` directory."""
         if self.args.threads:
             torch.set_num_threads(self.args.threads)
+        PartialState(cpu=self.on_cpu)  # the process group, before the first (main-process-only) log line
         previous: Path | None = None
         for index, stage in enumerate(self.args.stages):
             final = self.stage_dir(index, stage) / "final"
@@ -202,10 +214,18 @@ class TrainRecipe:
     def run_stage(self, index: int, stage: StageArgs, previous: Path | None) -> Path:
         stage_dir = self.stage_dir(index, stage)
         accelerator = Accelerator(
-            cpu=self.args.device == "cpu" or not torch.cuda.is_available(),  # multi-process CPU runs use gloo
+            cpu=self.on_cpu,
             mixed_precision={"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[self.args.precision],
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
         )
+        launched = launched_distributed_type()
+        if launched is not None and accelerator.distributed_type.value != launched:
+            # accelerate shards with FSDP / DeepSpeed only on accelerators; on CPUs the config runs as DDP
+            logger.warning(
+                "accelerate was launched with a %s config but runs %s: without GPUs every process holds the "
+                "whole model and optimizer state (plain data parallelism over gloo, same results)",
+                launched, accelerator.distributed_type.value,
+            )
         torch.manual_seed(self.args.seed + index)
         records = self.read_records(stage)
         model, processor = self.build(stage, previous, records)
@@ -213,7 +233,8 @@ class TrainRecipe:
         if stage.vision_pretraining is not None and not (self.resume and checkpoints):
             self.pretrain_vision(stage, stage_dir, model, processor, accelerator.is_main_process)
         trainable = set_trainable(model, stage.mode, stage.frozen)
-        logger.info("stage %s trains %d tensors", stage.name, len(trainable))
+        logger.info("stage %s trains %d tensors on %d process(es), %s", stage.name, len(trainable),
+                    accelerator.num_processes, accelerator.distributed_type.value)
         if self.args.gradient_checkpointing:
             model.gradient_checkpointing_enable()
         dataset = ConversationDataset(records, processor, self.args.video_fps, self.args.video_max_frames)
@@ -304,7 +325,7 @@ class TrainRecipe:
                 self.args.seed,
                 checkpoint=checkpoint,
                 resume=self.resume,
-                save_checkpoints=is_main,
+                main_process=is_main,
             )
 
             def write(directory: Path) -> None:
@@ -354,7 +375,14 @@ class TrainRecipe:
                         },
                     )
                 else:
-                    summary = {"losses": losses, "stage": asdict(stage) if stage else None}
+                    summary = {
+                        "losses": losses,
+                        "stage": asdict(stage) if stage else None,
+                        # what ran: on CPUs accelerate runs FSDP and DeepSpeed configs as DDP (MULTI_CPU)
+                        "distributed_type": accelerator.distributed_type.value,
+                        "launched_with": launched_distributed_type(),
+                        "processes": accelerator.num_processes,
+                    }
                     (directory / "training_summary.json").write_text(json.dumps(summary) + "\n")
 
             atomic_directory_write(target, write)
@@ -373,5 +401,6 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     final = run_recipe(args.recipe, args.overrides, args.resume)
-    print(f"trained model: {final}")
+    if PartialState().is_main_process:
+        print(f"trained model: {final}")
     return 0

@@ -163,13 +163,14 @@ def pretrain_vision_tower(
     seed: int = 0,
     checkpoint: Path | None = None,
     resume: bool = False,
-    save_checkpoints: bool = True,
+    main_process: bool = True,
 ) -> dict:
     """Train `tower` in place on dense scene labels; returns the loss curve and the final train accuracy.
 
     With `checkpoint`, the run's state (tower, heads, optimizer, scheduler, step, losses, RNG) is written there
     atomically every `settings.save_every` steps; with `resume` a run continues from it and ends with the same
-    weights as an uninterrupted run. Several processes pass the same folder; only one `save_checkpoints`.
+    weights as an uninterrupted run. Several processes pass the same folder; only the `main_process` writes it,
+    shows the progress bar and logs the summary line.
     """
     if settings.save_every < 1:
         raise ValueError(f"vision_pretraining.save_every must be >= 1, got {settings.save_every}")
@@ -195,7 +196,13 @@ def pretrain_vision_tower(
         losses, correct, seen, start_step = state["losses"], state["correct"], state["seen"], state["step"]
         logger.info("vision pre-training resumes at step %d of %d", start_step, total_steps)
     started = time.perf_counter()
-    progress = tqdm(range(start_step, total_steps), initial=start_step, total=total_steps, desc="vision pre-training")
+    progress = tqdm(
+        range(start_step, total_steps),
+        initial=start_step,
+        total=total_steps,
+        desc="vision pre-training",
+        disable=not main_process,
+    )
     for step in progress:
         batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
         pixels, cells, words = dataset.pixels[batch], dataset.cells[batch], dataset.words[batch]
@@ -214,8 +221,9 @@ def pretrain_vision_tower(
         if checkpoint is not None and (step + 1) % settings.save_every == 0 and step + 1 < total_steps:
             state = {name: module.state_dict() for name, module in modules.items()}
             state.update(rng=torch.get_rng_state(), losses=losses, correct=correct, seen=seen, step=step + 1)
-            if save_checkpoints:
+            if main_process:
                 atomic_directory_write(checkpoint, partial(save_training_state, state=state))
     summary = {"losses": losses, "last_epoch_scene_accuracy": correct / max(1, seen), "images": len(dataset)}
-    logger.info("vision pre-training: final loss %.4f, scene accuracy %.3f", losses[-1], summary["last_epoch_scene_accuracy"])
+    if main_process:
+        logger.info("vision pre-training: final loss %.4f, scene accuracy %.3f", losses[-1], summary["last_epoch_scene_accuracy"])
     return summary
