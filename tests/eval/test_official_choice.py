@@ -363,3 +363,16 @@ def test_release_layouts_load_and_missing_files_are_named(tmp_path):
     for name, message in expected.items():
         with pytest.raises(FileNotFoundError, match=re.escape(message)):
             get_benchmark(name).load(empty)
+
+
+def test_a_seed_dimension_with_no_right_answer_is_undefined_as_the_official_script_crashes_there():
+    def record(dimension: int, answer: str) -> dict:
+        meta = {"answer": 0, "options": ["x", "y", "z", "w"], "dimension_id": dimension,
+                "dimension": f"dim{dimension}", "data_type": "image", "question_id": str(dimension)}
+        return {"meta": meta, "answer": answer}
+
+    results = get_benchmark("seed-bench").score_records([record(1, "A"), record(2, "B")])
+    assert results.categories["01 dim1"]["accuracy"] == 1.0
+    assert results.categories["02 dim2"]["accuracy"] is None
+    assert any("02 dim2" in note and "KeyError" in note for note in results.notes)
+    assert results.metrics["accuracy"] == 0.5

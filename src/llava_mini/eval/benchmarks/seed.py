@@ -114,7 +114,14 @@ def score_seed(records: list[dict], judge: Judge | None = None, reading: str = "
     if video:
         metrics["video_accuracy"] = sum(bool(o) for o in video) / len(video)
     notes = []
-    if reading != "official":
+    if reading == "official":
+        # convert_seed_for_submission.py counts only right answers per dimension and stops with a KeyError on a
+        # dimension that has none: that dimension's accuracy is undefined, not 0.
+        for name, row in table.items():
+            if row["correct"] == 0:
+                row["accuracy"] = None
+                notes.append(f"{name}: no right answer; the official script stops here (KeyError), so undefined")
+    else:
         metrics = {f"lenient_{k}": v for k, v in metrics.items()}
         notes.append("lenient reading (scoring.extract_choice): not the official score")
     return Results(metrics=metrics, categories=table, notes=notes)
