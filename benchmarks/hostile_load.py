@@ -9,6 +9,12 @@ or `--random-tiny`), then in one run:
    attack, how the hostile requests were answered, and the server's peak RSS;
 3. memory: `--rejected` large requests refused one after another -> the server's RSS before and after.
 
+By default it does this twice, side by side: on a server without per-client admission control and on one
+started with `--rate-limit` (and `--rate-burst`, `--max-inflight-per-client`; `--admission off|on` runs one).
+The hostile clients connect from `--attacker-address` (127.0.0.2), each normal client from its own loopback
+address (127.0.1.1, 127.0.1.2, ...), so the server tells them apart as it would different hosts. Only
+loopback addresses (127.0.0.0/8) are used; Linux answers all of them on `lo`.
+
 Goals (docs/hardening.md): normal p99 under attack within 2x the quiet p99; RSS growth after the rejected
 requests under 100 MB.
 
@@ -22,6 +28,7 @@ import argparse
 import asyncio
 import base64
 import io
+import ipaddress
 import json
 import multiprocessing
 import sys
@@ -61,8 +68,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds the server may take to start")
+    parser.add_argument("--attacker-address", default="127.0.0.2", help="loopback address the attackers send from")
+    parser.add_argument(
+        "--admission", choices=("both", "off", "on"), default="both", help="servers without/with admission control"
+    )
+    parser.add_argument("--rate-limit", type=float, default=10.0, help="requests/s per client address (admission on)")
+    parser.add_argument("--rate-burst", type=int, default=20, help="burst per client address (admission on)")
+    parser.add_argument("--max-inflight-per-client", type=int, default=0, help="(admission on; 0: off)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
+    if not ipaddress.ip_address(args.attacker_address).is_loopback:
+        parser.error(f"--attacker-address {args.attacker_address} is not a loopback address (127.0.0.0/8)")
     args.max_queue, args.max_batch_size = 64, 8  # for start_server
     return args
 
@@ -148,8 +164,14 @@ async def send_hostile(client: httpx.AsyncClient, kind: str, body: dict | None, 
         return type(error).__name__
 
 
+def normal_address(index: int) -> str:
+    """The loopback address normal client `index` connects from: 127.0.1.1, 127.0.1.2, ..."""
+    return str(ipaddress.ip_address("127.0.1.1") + index)
+
+
 def attack(url: str, model: str, args: argparse.Namespace, kinds: list[str], stop, results) -> None:
-    """In its own process: `args.hostile_clients` clients send hostile requests of `kinds` in turn until `stop`."""
+    """In its own process: `args.hostile_clients` clients send hostile requests of `kinds` in turn until `stop`,
+    all from `args.attacker_address`."""
     bodies = {kind: body for kind, body in hostile_bodies(args, model).items() if kind in kinds}
     answers: dict[str, Counter] = {kind: Counter() for kind in kinds}
     latency: dict[str, list[float]] = {kind: [] for kind in kinds}
@@ -164,7 +186,8 @@ def attack(url: str, model: str, args: argparse.Namespace, kinds: list[str], sto
             index += 1
 
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=args.timeout) as client:
+        transport = httpx.AsyncHTTPTransport(local_address=args.attacker_address)
+        async with httpx.AsyncClient(base_url=url, timeout=args.timeout, transport=transport) as client:
             results.put("started")
             await asyncio.gather(*(hostile_loop(client, i) for i in range(args.hostile_clients)))
 
@@ -172,12 +195,16 @@ def attack(url: str, model: str, args: argparse.Namespace, kinds: list[str], sto
     results.put(({kind: dict(c) for kind, c in answers.items()}, latency))
 
 
-async def normal_load(client: openai.AsyncOpenAI, model: str, messages: list[dict], args) -> tuple[list[float], Counter]:
+async def normal_load(url: str, model: str, messages: list[dict], args) -> tuple[list[float], Counter]:
+    """`args.requests` normal requests from `args.clients` clients, each on its own loopback address."""
     latencies: list[float] = []
     failures: Counter[str] = Counter()
     remaining = iter(range(args.requests))
 
-    async def client_loop() -> None:
+    async def client_loop(index: int) -> None:
+        transport = httpx.AsyncHTTPTransport(local_address=normal_address(index))
+        http = httpx.AsyncClient(transport=transport, timeout=args.timeout)
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, http_client=http)
         for _ in remaining:
             started = time.perf_counter()
             try:
@@ -191,8 +218,9 @@ async def normal_load(client: openai.AsyncOpenAI, model: str, messages: list[dic
                 failures[type(error).__name__] += 1
                 continue
             latencies.append(time.perf_counter() - started)
+        await client.close()
 
-    await asyncio.gather(*(client_loop() for _ in range(args.clients)))
+    await asyncio.gather(*(client_loop(i) for i in range(args.clients)))
     return latencies, failures
 
 
@@ -210,7 +238,7 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
     figures: dict = {"clients": args.clients, "requests_per_phase": args.requests, "max_tokens": args.max_tokens}
     rss_start = rss_mb(pid) if pid else None
 
-    quiet, quiet_failures = await normal_load(client, model, messages, args)
+    quiet, quiet_failures = await normal_load(url, model, messages, args)
     figures["quiet_p50_s"] = round(percentile(quiet, 0.5), 3)
     figures["quiet_p99_s"] = round(percentile(quiet, 0.99), 3)
 
@@ -223,7 +251,7 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
         started = results.get(timeout=args.timeout)  # the attackers have built their bodies and begun
         assert started == "started"
         await asyncio.sleep(0.5)
-        attacked, attacked_failures = await normal_load(client, model, messages, args)
+        attacked, attacked_failures = await normal_load(url, model, messages, args)
         stop.set()
         answers, hostile_latency = results.get(timeout=args.timeout)
         attacker.join()
@@ -236,7 +264,7 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
     figures["peak_rss_mb"] = round(peak.peak, 1) if pid else None
     figures["rss_start_mb"] = round(rss_start, 1) if rss_start else None
 
-    if pid:  # memory kept after many large rejected requests
+    if pid and args.rejected:  # memory kept after many large rejected requests
         huge = json.dumps(hostile_bodies(args, model)["huge_prompt"]).encode()
         async with httpx.AsyncClient(base_url=url, timeout=args.timeout) as plain:
             for _ in range(5):  # allocator warm-up
@@ -259,6 +287,7 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
 
 def report(figures: dict) -> str:
     lines = [
+        f"server options: {' '.join(figures['server_options']) or '(defaults: no admission control)'}",
         f"normal requests ({figures['clients']} clients, {figures['requests_per_phase']} per phase, max_tokens "
         f"{figures['max_tokens']}): quiet p50 {figures['quiet_p50_s']:.3f} s p99 {figures['quiet_p99_s']:.3f} s; "
         f"under attack p50 {figures['attacked_p50_s']:.3f} s p99 {figures['attacked_p99_s']:.3f} s "
@@ -279,20 +308,41 @@ def report(figures: dict) -> str:
     return "\n".join(lines)
 
 
+def measure(args: argparse.Namespace, options: list[str], scratch: Path) -> dict:
+    """All phases against one server: the one at `--url`, or one started with the serve `options`."""
+    server, url, pid = None, args.url, args.pid
+    if url is None:
+        server, url = start_server(args, scratch, startup_s=args.startup_timeout, extra=options)
+        pid = server.pid
+    try:
+        figures = asyncio.run(run(args, url.rstrip("/"), pid))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    return {"server_options": options, **figures}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    admission = ["--rate-limit", f"{args.rate_limit:g}", "--rate-burst", str(args.rate_burst)]
+    admission += ["--max-inflight-per-client", str(args.max_inflight_per_client)]
+    servers = {"without_admission": [], "with_admission": admission}
+    if args.url is not None or args.admission != "both":  # one server: the given one, or the one asked for
+        servers = {"with_admission": admission} if args.admission == "on" else {"without_admission": []}
+    results = {}
     with tempfile.TemporaryDirectory(prefix="hostile-load-") as scratch:
-        server, url, pid = None, args.url, args.pid
-        if url is None:
-            server, url = start_server(args, Path(scratch), startup_s=args.startup_timeout)
-            pid = server.pid
-        try:
-            figures = asyncio.run(run(args, url.rstrip("/"), pid))
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
-    print(json.dumps(figures) if args.json else report(figures))
+        for name, options in servers.items():
+            rejected = args.rejected
+            if options:  # the RSS check's requests all come from one address: they would meet the rate limit
+                args.rejected = 0
+            (Path(scratch) / name).mkdir()
+            results[name] = measure(args, options, Path(scratch) / name)
+            args.rejected = rejected
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print("\n\n".join(f"{name}:\n{report(figures)}" for name, figures in results.items()))
     return 0
 
 
