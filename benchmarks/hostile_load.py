@@ -31,6 +31,7 @@ import io
 import ipaddress
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import threading
@@ -74,13 +75,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--rate-limit", type=float, default=10.0, help="requests/s per client address (admission on)")
     parser.add_argument("--rate-burst", type=int, default=20, help="burst per client address (admission on)")
-    parser.add_argument("--max-inflight-per-client", type=int, default=0, help="(admission on; 0: off)")
+    parser.add_argument("--max-inflight-per-client", type=int, default=1, help="(admission on; 0: off)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
     if not ipaddress.ip_address(args.attacker_address).is_loopback:
         parser.error(f"--attacker-address {args.attacker_address} is not a loopback address (127.0.0.0/8)")
     args.max_queue, args.max_batch_size = 64, 8  # for start_server
     return args
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -143,7 +150,7 @@ def hostile_bodies(args: argparse.Namespace, model: str) -> dict[str, dict | Non
     }
 
 
-async def send_hostile(client: httpx.AsyncClient, kind: str, body: dict | None, chunked_mb: float) -> str:
+async def send_hostile(client: httpx.AsyncClient, kind: str, body: bytes | None, chunked_mb: float) -> str:
     """One hostile request; returns how it was answered ("HTTP 400", "HTTP 413", an error name)."""
     try:
         if body is None:
@@ -157,7 +164,7 @@ async def send_hostile(client: httpx.AsyncClient, kind: str, body: dict | None, 
                 "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
             )
         else:
-            response = await client.post("/v1/chat/completions", content=json.dumps(body).encode(),
+            response = await client.post("/v1/chat/completions", content=body,
                                          headers={"content-type": "application/json"})
         return f"HTTP {response.status_code}"
     except httpx.HTTPError as error:  # e.g. the server closed a chunked upload after its 413
@@ -172,7 +179,12 @@ def normal_address(index: int) -> str:
 def attack(url: str, model: str, args: argparse.Namespace, kinds: list[str], stop, results) -> None:
     """In its own process: `args.hostile_clients` clients send hostile requests of `kinds` in turn until `stop`,
     all from `args.attacker_address`."""
-    bodies = {kind: body for kind, body in hostile_bodies(args, model).items() if kind in kinds}
+    # Encoded once: the attackers share the 2 cores of the development machine with the server.
+    bodies = {
+        kind: None if body is None else json.dumps(body).encode()
+        for kind, body in hostile_bodies(args, model).items()
+        if kind in kinds
+    }
     answers: dict[str, Counter] = {kind: Counter() for kind in kinds}
     latency: dict[str, list[float]] = {kind: [] for kind in kinds}
 
@@ -192,7 +204,7 @@ def attack(url: str, model: str, args: argparse.Namespace, kinds: list[str], sto
             await asyncio.gather(*(hostile_loop(client, i) for i in range(args.hostile_clients)))
 
     asyncio.run(main())
-    results.put(({kind: dict(c) for kind, c in answers.items()}, latency))
+    results.put(({kind: dict(c) for kind, c in answers.items()}, latency, time.process_time()))
 
 
 async def normal_load(url: str, model: str, messages: list[dict], args) -> tuple[list[float], Counter]:
@@ -238,7 +250,10 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
     figures: dict = {"clients": args.clients, "requests_per_phase": args.requests, "max_tokens": args.max_tokens}
     rss_start = rss_mb(pid) if pid else None
 
+    phase = (time.perf_counter(), cpu_s(pid) if pid else 0.0)
     quiet, quiet_failures = await normal_load(url, model, messages, args)
+    figures["quiet_phase_s"] = round(time.perf_counter() - phase[0], 1)
+    figures["server_cpu_quiet_s"] = round(cpu_s(pid) - phase[1], 1) if pid else None
     figures["quiet_p50_s"] = round(percentile(quiet, 0.5), 3)
     figures["quiet_p99_s"] = round(percentile(quiet, 0.99), 3)
 
@@ -251,9 +266,12 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
         started = results.get(timeout=args.timeout)  # the attackers have built their bodies and begun
         assert started == "started"
         await asyncio.sleep(0.5)
+        phase = (time.perf_counter(), cpu_s(pid) if pid else 0.0)
         attacked, attacked_failures = await normal_load(url, model, messages, args)
+        figures["attacked_phase_s"] = round(time.perf_counter() - phase[0], 1)
+        figures["server_cpu_attacked_s"] = round(cpu_s(pid) - phase[1], 1) if pid else None
         stop.set()
-        answers, hostile_latency = results.get(timeout=args.timeout)
+        answers, hostile_latency, attacker_cpu = results.get(timeout=args.timeout)
         attacker.join()
     figures["attacked_p50_s"] = round(percentile(attacked, 0.5), 3)
     figures["attacked_p99_s"] = round(percentile(attacked, 0.99), 3)
@@ -261,6 +279,7 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
     figures["normal_failures"] = dict(quiet_failures + attacked_failures)
     figures["hostile_answers"] = answers
     figures["hostile_p50_s"] = {kind: round(percentile(v, 0.5), 3) for kind, v in hostile_latency.items()}
+    figures["attacker_cpu_s"] = round(attacker_cpu, 1)  # the attackers' process, building bodies included
     figures["peak_rss_mb"] = round(peak.peak, 1) if pid else None
     figures["rss_start_mb"] = round(rss_start, 1) if rss_start else None
 
@@ -295,6 +314,9 @@ def report(figures: dict) -> str:
         f"normal failures: {figures['normal_failures'] or 'none'}",
         f"hostile answers: {figures['hostile_answers']}",
         f"hostile p50 latency (s): {figures['hostile_p50_s']}",
+        f"phases: quiet {figures['quiet_phase_s']} s (server CPU {figures['server_cpu_quiet_s']} s), attacked "
+        f"{figures['attacked_phase_s']} s (server CPU {figures['server_cpu_attacked_s']} s, attackers' CPU "
+        f"{figures['attacker_cpu_s']} s)",
     ]
     if figures.get("peak_rss_mb"):
         lines.append(f"server RSS: {figures['rss_start_mb']} MB at start, peak {figures['peak_rss_mb']} MB under attack")

@@ -202,7 +202,8 @@ class Admission:
             return
         host = scope["client"][0] if scope.get("client") else "unknown"
         refused = self.refusal(host, time.monotonic())
-        if refused is not None:
+        if refused is not None:  # closing the connection spares reading the rest of the body
+            refused.headers["Connection"] = "close"
             await refused.response()(scope, receive, send)
             return
         try:
