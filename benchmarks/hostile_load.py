@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--kinds",
         default="many_messages,huge_prompt,wide_picture,chunked_body",
-        help="hostile requests to send, comma-separated",
+        help="hostile requests to send, comma-separated; cpu_burn (a control) sends none and only spins the CPU",
     )
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--timeout", type=float, default=300.0)
@@ -147,6 +147,7 @@ def hostile_bodies(args: argparse.Namespace, model: str) -> dict[str, dict | Non
             "max_tokens": args.max_tokens,
         },
         "chunked_body": None,
+        "cpu_burn": None,
     }
 
 
@@ -193,7 +194,13 @@ def attack(url: str, model: str, args: argparse.Namespace, kinds: list[str], sto
         while not stop.is_set():
             kind = kinds[index % len(kinds)]
             started = time.perf_counter()
-            answers[kind][await send_hostile(client, kind, bodies[kind], args.chunked_mb)] += 1
+            if kind == "cpu_burn":  # a control: no request, only the attackers' share of the CPU
+                while time.perf_counter() - started < 0.01:
+                    pass
+                answers[kind]["no request"] += 1
+                await asyncio.sleep(0)
+            else:
+                answers[kind][await send_hostile(client, kind, bodies[kind], args.chunked_mb)] += 1
             latency[kind].append(time.perf_counter() - started)
             index += 1
 
