@@ -75,7 +75,7 @@ class ServerLimits:
     # Per-client admission (`Admission`), before the body is read; 0 turns a limit off (the default: see
     # docs/hardening.md for why).
     rate_limit: float = 0.0  # requests per second per client address, on average
-    rate_burst: int = 0  # requests a client may send at once above the rate (0: max(1, rate_limit))
+    rate_burst: int = 0  # the bucket: requests a client may send at once (0: max(1, rate_limit))
     max_inflight_per_client: int = 0  # requests one client address may have unanswered at once
     max_clients_tracked: int = 10_000  # client addresses remembered (least recently seen forgotten first)
 
@@ -157,7 +157,7 @@ class Admission:
 
     A client (the peer address, or the one uvicorn takes from X-Forwarded-For of a trusted proxy) may send
     `rate` requests a second on average with bursts of `burst` (a token bucket), and have at most `max_inflight`
-    unanswered; a request over either is answered 429 with `Retry-After` at once, so a flood of requests that
+    unanswered; a request over either is answered 429 with `Retry-After` at once and its connection closed, so a flood of requests that
     would be refused anyway (a 2,500-message prompt costs ~10-15 ms of JSON parsing) costs the server almost
     nothing. At most `max_clients` addresses are remembered; the least recently seen is forgotten first (it
     comes back with a full bucket). A limit of 0 is off.
@@ -185,11 +185,11 @@ class Admission:
                 wait_s = math.ceil((1 - record.tokens) / self.rate)
                 message = f"more than {self.rate:g} requests per second from {host} (rate_limit); retry in {wait_s} s"
                 return APIError(429, message, kind="rate_limit_error", code="rate_limit",
-                                headers={"Retry-After": str(wait_s)})
+                                headers={"Retry-After": str(wait_s), "Connection": "close"})
         if self.max_inflight and record.inflight >= self.max_inflight:
             message = f"{host} already has {record.inflight} requests unanswered (max_inflight_per_client)"
             return APIError(429, message, kind="rate_limit_error", code="max_inflight_per_client",
-                            headers={"Retry-After": "1"})
+                            headers={"Retry-After": "1", "Connection": "close"})
         if self.rate:
             record.tokens -= 1
         record.inflight += 1
@@ -202,8 +202,7 @@ class Admission:
             return
         host = scope["client"][0] if scope.get("client") else "unknown"
         refused = self.refusal(host, time.monotonic())
-        if refused is not None:  # closing the connection spares reading the rest of the body
-            refused.headers["Connection"] = "close"
+        if refused is not None:  # and its connection closed: the rest of its body is not read either
             await refused.response()(scope, receive, send)
             return
         try:
@@ -536,7 +535,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--rate-limit", type=float, default=defaults.rate_limit, help="API requests per second per client address (0: off)"
     )
     clients.add_argument(
-        "--rate-burst", type=int, default=defaults.rate_burst, help="requests at once above the rate (0: the rate)"
+        "--rate-burst", type=int, default=defaults.rate_burst, help="requests a client may send at once (0: the rate)"
     )
     clients.add_argument(
         "--max-inflight-per-client",
