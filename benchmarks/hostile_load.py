@@ -9,6 +9,12 @@ or `--random-tiny`), then in one run:
    attack, how the hostile requests were answered, and the server's peak RSS;
 3. memory: `--rejected` large requests refused one after another -> the server's RSS before and after.
 
+By default it does this twice, side by side: on a server without per-client admission control and on one
+started with `--rate-limit` (and `--rate-burst`, `--max-inflight-per-client`; `--admission off|on` runs one).
+The hostile clients connect from `--attacker-address` (127.0.0.2), each normal client from its own loopback
+address (127.0.1.1, 127.0.1.2, ...), so the server tells them apart as it would different hosts. Only
+loopback addresses (127.0.0.0/8) are used; Linux answers all of them on `lo`.
+
 Goals (docs/hardening.md): normal p99 under attack within 2x the quiet p99; RSS growth after the rejected
 requests under 100 MB.
 
@@ -22,8 +28,10 @@ import argparse
 import asyncio
 import base64
 import io
+import ipaddress
 import json
 import multiprocessing
+import os
 import sys
 import tempfile
 import threading
@@ -56,15 +64,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--kinds",
         default="many_messages,huge_prompt,wide_picture,chunked_body",
-        help="hostile requests to send, comma-separated",
+        help="hostile requests to send, comma-separated; cpu_burn (a control) sends none and only spins the CPU",
     )
     parser.add_argument("--image", type=Path, default=DEFAULT_IMAGE)
     parser.add_argument("--timeout", type=float, default=300.0)
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds the server may take to start")
+    parser.add_argument("--attacker-address", default="127.0.0.2", help="loopback address the attackers send from")
+    parser.add_argument(
+        "--admission", choices=("both", "off", "on"), default="both", help="servers without/with admission control"
+    )
+    parser.add_argument("--rate-limit", type=float, default=10.0, help="requests/s per client address (admission on)")
+    parser.add_argument("--rate-burst", type=int, default=20, help="burst per client address (admission on)")
+    parser.add_argument("--max-inflight-per-client", type=int, default=1, help="(admission on; 0: off)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
+    if not ipaddress.ip_address(args.attacker_address).is_loopback:
+        parser.error(f"--attacker-address {args.attacker_address} is not a loopback address (127.0.0.0/8)")
     args.max_queue, args.max_batch_size = 64, 8  # for start_server
     return args
+
+
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -124,10 +147,11 @@ def hostile_bodies(args: argparse.Namespace, model: str) -> dict[str, dict | Non
             "max_tokens": args.max_tokens,
         },
         "chunked_body": None,
+        "cpu_burn": None,
     }
 
 
-async def send_hostile(client: httpx.AsyncClient, kind: str, body: dict | None, chunked_mb: float) -> str:
+async def send_hostile(client: httpx.AsyncClient, kind: str, body: bytes | None, chunked_mb: float) -> str:
     """One hostile request; returns how it was answered ("HTTP 400", "HTTP 413", an error name)."""
     try:
         if body is None:
@@ -141,16 +165,27 @@ async def send_hostile(client: httpx.AsyncClient, kind: str, body: dict | None, 
                 "/v1/chat/completions", content=chunks(), headers={"content-type": "application/json"}
             )
         else:
-            response = await client.post("/v1/chat/completions", content=json.dumps(body).encode(),
+            response = await client.post("/v1/chat/completions", content=body,
                                          headers={"content-type": "application/json"})
         return f"HTTP {response.status_code}"
     except httpx.HTTPError as error:  # e.g. the server closed a chunked upload after its 413
         return type(error).__name__
 
 
+def normal_address(index: int) -> str:
+    """The loopback address normal client `index` connects from: 127.0.1.1, 127.0.1.2, ..."""
+    return str(ipaddress.ip_address("127.0.1.1") + index)
+
+
 def attack(url: str, model: str, args: argparse.Namespace, kinds: list[str], stop, results) -> None:
-    """In its own process: `args.hostile_clients` clients send hostile requests of `kinds` in turn until `stop`."""
-    bodies = {kind: body for kind, body in hostile_bodies(args, model).items() if kind in kinds}
+    """In its own process: `args.hostile_clients` clients send hostile requests of `kinds` in turn until `stop`,
+    all from `args.attacker_address`."""
+    # Encoded once: the attackers share the 2 cores of the development machine with the server.
+    bodies = {
+        kind: None if body is None else json.dumps(body).encode()
+        for kind, body in hostile_bodies(args, model).items()
+        if kind in kinds
+    }
     answers: dict[str, Counter] = {kind: Counter() for kind in kinds}
     latency: dict[str, list[float]] = {kind: [] for kind in kinds}
 
@@ -159,25 +194,36 @@ def attack(url: str, model: str, args: argparse.Namespace, kinds: list[str], sto
         while not stop.is_set():
             kind = kinds[index % len(kinds)]
             started = time.perf_counter()
-            answers[kind][await send_hostile(client, kind, bodies[kind], args.chunked_mb)] += 1
+            if kind == "cpu_burn":  # a control: no request, only the attackers' share of the CPU
+                while time.perf_counter() - started < 0.01:
+                    pass
+                answers[kind]["no request"] += 1
+                await asyncio.sleep(0)
+            else:
+                answers[kind][await send_hostile(client, kind, bodies[kind], args.chunked_mb)] += 1
             latency[kind].append(time.perf_counter() - started)
             index += 1
 
     async def main() -> None:
-        async with httpx.AsyncClient(base_url=url, timeout=args.timeout) as client:
+        transport = httpx.AsyncHTTPTransport(local_address=args.attacker_address)
+        async with httpx.AsyncClient(base_url=url, timeout=args.timeout, transport=transport) as client:
             results.put("started")
             await asyncio.gather(*(hostile_loop(client, i) for i in range(args.hostile_clients)))
 
     asyncio.run(main())
-    results.put(({kind: dict(c) for kind, c in answers.items()}, latency))
+    results.put(({kind: dict(c) for kind, c in answers.items()}, latency, time.process_time()))
 
 
-async def normal_load(client: openai.AsyncOpenAI, model: str, messages: list[dict], args) -> tuple[list[float], Counter]:
+async def normal_load(url: str, model: str, messages: list[dict], args) -> tuple[list[float], Counter]:
+    """`args.requests` normal requests from `args.clients` clients, each on its own loopback address."""
     latencies: list[float] = []
     failures: Counter[str] = Counter()
     remaining = iter(range(args.requests))
 
-    async def client_loop() -> None:
+    async def client_loop(index: int) -> None:
+        transport = httpx.AsyncHTTPTransport(local_address=normal_address(index))
+        http = httpx.AsyncClient(transport=transport, timeout=args.timeout)
+        client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, http_client=http)
         for _ in remaining:
             started = time.perf_counter()
             try:
@@ -191,8 +237,9 @@ async def normal_load(client: openai.AsyncOpenAI, model: str, messages: list[dic
                 failures[type(error).__name__] += 1
                 continue
             latencies.append(time.perf_counter() - started)
+        await client.close()
 
-    await asyncio.gather(*(client_loop() for _ in range(args.clients)))
+    await asyncio.gather(*(client_loop(i) for i in range(args.clients)))
     return latencies, failures
 
 
@@ -210,7 +257,10 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
     figures: dict = {"clients": args.clients, "requests_per_phase": args.requests, "max_tokens": args.max_tokens}
     rss_start = rss_mb(pid) if pid else None
 
-    quiet, quiet_failures = await normal_load(client, model, messages, args)
+    phase = (time.perf_counter(), cpu_s(pid) if pid else 0.0)
+    quiet, quiet_failures = await normal_load(url, model, messages, args)
+    figures["quiet_phase_s"] = round(time.perf_counter() - phase[0], 1)
+    figures["server_cpu_quiet_s"] = round(cpu_s(pid) - phase[1], 1) if pid else None
     figures["quiet_p50_s"] = round(percentile(quiet, 0.5), 3)
     figures["quiet_p99_s"] = round(percentile(quiet, 0.99), 3)
 
@@ -223,9 +273,12 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
         started = results.get(timeout=args.timeout)  # the attackers have built their bodies and begun
         assert started == "started"
         await asyncio.sleep(0.5)
-        attacked, attacked_failures = await normal_load(client, model, messages, args)
+        phase = (time.perf_counter(), cpu_s(pid) if pid else 0.0)
+        attacked, attacked_failures = await normal_load(url, model, messages, args)
+        figures["attacked_phase_s"] = round(time.perf_counter() - phase[0], 1)
+        figures["server_cpu_attacked_s"] = round(cpu_s(pid) - phase[1], 1) if pid else None
         stop.set()
-        answers, hostile_latency = results.get(timeout=args.timeout)
+        answers, hostile_latency, attacker_cpu = results.get(timeout=args.timeout)
         attacker.join()
     figures["attacked_p50_s"] = round(percentile(attacked, 0.5), 3)
     figures["attacked_p99_s"] = round(percentile(attacked, 0.99), 3)
@@ -233,10 +286,11 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
     figures["normal_failures"] = dict(quiet_failures + attacked_failures)
     figures["hostile_answers"] = answers
     figures["hostile_p50_s"] = {kind: round(percentile(v, 0.5), 3) for kind, v in hostile_latency.items()}
+    figures["attacker_cpu_s"] = round(attacker_cpu, 1)  # the attackers' process, building bodies included
     figures["peak_rss_mb"] = round(peak.peak, 1) if pid else None
     figures["rss_start_mb"] = round(rss_start, 1) if rss_start else None
 
-    if pid:  # memory kept after many large rejected requests
+    if pid and args.rejected:  # memory kept after many large rejected requests
         huge = json.dumps(hostile_bodies(args, model)["huge_prompt"]).encode()
         async with httpx.AsyncClient(base_url=url, timeout=args.timeout) as plain:
             for _ in range(5):  # allocator warm-up
@@ -259,6 +313,7 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
 
 def report(figures: dict) -> str:
     lines = [
+        f"server options: {' '.join(figures['server_options']) or '(defaults: no admission control)'}",
         f"normal requests ({figures['clients']} clients, {figures['requests_per_phase']} per phase, max_tokens "
         f"{figures['max_tokens']}): quiet p50 {figures['quiet_p50_s']:.3f} s p99 {figures['quiet_p99_s']:.3f} s; "
         f"under attack p50 {figures['attacked_p50_s']:.3f} s p99 {figures['attacked_p99_s']:.3f} s "
@@ -266,6 +321,9 @@ def report(figures: dict) -> str:
         f"normal failures: {figures['normal_failures'] or 'none'}",
         f"hostile answers: {figures['hostile_answers']}",
         f"hostile p50 latency (s): {figures['hostile_p50_s']}",
+        f"phases: quiet {figures['quiet_phase_s']} s (server CPU {figures['server_cpu_quiet_s']} s), attacked "
+        f"{figures['attacked_phase_s']} s (server CPU {figures['server_cpu_attacked_s']} s, attackers' CPU "
+        f"{figures['attacker_cpu_s']} s)",
     ]
     if figures.get("peak_rss_mb"):
         lines.append(f"server RSS: {figures['rss_start_mb']} MB at start, peak {figures['peak_rss_mb']} MB under attack")
@@ -279,20 +337,41 @@ def report(figures: dict) -> str:
     return "\n".join(lines)
 
 
+def measure(args: argparse.Namespace, options: list[str], scratch: Path) -> dict:
+    """All phases against one server: the one at `--url`, or one started with the serve `options`."""
+    server, url, pid = None, args.url, args.pid
+    if url is None:
+        server, url = start_server(args, scratch, startup_s=args.startup_timeout, extra=options)
+        pid = server.pid
+    try:
+        figures = asyncio.run(run(args, url.rstrip("/"), pid))
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    return {"server_options": options, **figures}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    admission = ["--rate-limit", f"{args.rate_limit:g}", "--rate-burst", str(args.rate_burst)]
+    admission += ["--max-inflight-per-client", str(args.max_inflight_per_client)]
+    servers = {"without_admission": [], "with_admission": admission}
+    if args.url is not None or args.admission != "both":  # one server: the given one, or the one asked for
+        servers = {"with_admission": admission} if args.admission == "on" else {"without_admission": []}
+    results = {}
     with tempfile.TemporaryDirectory(prefix="hostile-load-") as scratch:
-        server, url, pid = None, args.url, args.pid
-        if url is None:
-            server, url = start_server(args, Path(scratch), startup_s=args.startup_timeout)
-            pid = server.pid
-        try:
-            figures = asyncio.run(run(args, url.rstrip("/"), pid))
-        finally:
-            if server is not None:
-                server.terminate()
-                server.wait(timeout=30)
-    print(json.dumps(figures) if args.json else report(figures))
+        for name, options in servers.items():
+            rejected = args.rejected
+            if options:  # the RSS check's requests all come from one address: they would meet the rate limit
+                args.rejected = 0
+            (Path(scratch) / name).mkdir()
+            results[name] = measure(args, options, Path(scratch) / name)
+            args.rejected = rejected
+    if args.json:
+        print(json.dumps(results))
+    else:
+        print("\n\n".join(f"{name}:\n{report(figures)}" for name, figures in results.items()))
     return 0
 
 

@@ -67,8 +67,11 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_server(args: argparse.Namespace, workdir: Path, startup_s: float = 120) -> tuple[subprocess.Popen, str]:
-    """`llava-mini serve` in a subprocess on a free loopback port; returns it and its base URL once healthy."""
+def start_server(
+    args: argparse.Namespace, workdir: Path, startup_s: float = 120, extra: list[str] | None = None
+) -> tuple[subprocess.Popen, str]:
+    """`llava-mini serve` in a subprocess on a free loopback port (`extra`: more serve options); returns it and
+    its base URL once healthy."""
     model = args.model
     if args.random_tiny:
         from llava_mini.inference.random_model import write_random_model
@@ -79,6 +82,7 @@ def start_server(args: argparse.Namespace, workdir: Path, startup_s: float = 120
     command += ["--max-queue", str(args.max_queue), "--max-batch-size", str(args.max_batch_size)]
     if model is not None:
         command += ["--model", model]
+    command += extra or []
     with open(workdir / "server.log", "w") as log:  # the child keeps its own copy of the descriptor
         server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ))
     url = f"http://127.0.0.1:{port}"

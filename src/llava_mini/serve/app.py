@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import socket
 import threading
 import time
@@ -71,10 +72,16 @@ class ServerLimits:
     batch_window_s: float = 0.01
     max_stop_strings: int = 4
     max_stop_chars: int = 64
+    # Per-client admission (`Admission`), before the body is read; 0 turns a limit off (the default: see
+    # docs/hardening.md for why).
+    rate_limit: float = 0.0  # requests per second per client address, on average
+    rate_burst: int = 0  # the bucket: requests a client may send at once (0: max(1, rate_limit))
+    max_inflight_per_client: int = 0  # requests one client address may have unanswered at once
+    max_clients_tracked: int = 10_000  # client addresses remembered (least recently seen forgotten first)
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
-            least = 0 if name == "batch_window_s" else 1
+            least = 0 if name in ("batch_window_s", "rate_limit", "rate_burst", "max_inflight_per_client") else 1
             if value < least:
                 raise ValueError(f"server limit {name} (--{name.replace('_', '-')}) must be >= {least}, got {value}")
 
@@ -134,6 +141,76 @@ class BodyLimit:
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+@dataclass
+class ClientRecord:
+    """What `Admission` remembers of one client address: a token bucket and its unanswered requests."""
+
+    tokens: float
+    seen: float  # time.monotonic() of the last refill
+    inflight: int = 0
+
+
+class Admission:
+    """ASGI middleware: per-client admission control on the API (/v1/...), before the body is read or parsed.
+
+    A client (the peer address, or the one uvicorn takes from X-Forwarded-For of a trusted proxy) may send
+    `rate` requests a second on average with bursts of `burst` (a token bucket), and have at most `max_inflight`
+    unanswered; a request over either is answered 429 with `Retry-After` at once and its connection closed, so a flood of requests that
+    would be refused anyway (a 2,500-message prompt costs ~10-15 ms of JSON parsing) costs the server almost
+    nothing. At most `max_clients` addresses are remembered; the least recently seen is forgotten first (it
+    comes back with a full bucket). A limit of 0 is off.
+    """
+
+    def __init__(
+        self, app: ASGIApp, rate: float = 0.0, burst: int = 0, max_inflight: int = 0, max_clients: int = 10_000
+    ) -> None:
+        self.app, self.rate, self.max_inflight, self.max_clients = app, rate, max_inflight, max_clients
+        self.burst = burst or max(1.0, rate)
+        self.clients: OrderedDict[str, ClientRecord] = OrderedDict()
+
+    def refusal(self, host: str, now: float) -> APIError | None:
+        """Admit one request from `host` (counting it), or the 429 that refuses it."""
+        record = self.clients.get(host)
+        if record is None:
+            record = self.clients[host] = ClientRecord(tokens=self.burst, seen=now)
+            while len(self.clients) > self.max_clients:
+                self.clients.popitem(last=False)
+        self.clients.move_to_end(host)
+        if self.rate:
+            record.tokens = min(self.burst, record.tokens + (now - record.seen) * self.rate)
+            record.seen = now
+            if record.tokens < 1:
+                wait_s = math.ceil((1 - record.tokens) / self.rate)
+                message = f"more than {self.rate:g} requests per second from {host} (rate_limit); retry in {wait_s} s"
+                return APIError(429, message, kind="rate_limit_error", code="rate_limit",
+                                headers={"Retry-After": str(wait_s), "Connection": "close"})
+        if self.max_inflight and record.inflight >= self.max_inflight:
+            message = f"{host} already has {record.inflight} requests unanswered (max_inflight_per_client)"
+            return APIError(429, message, kind="rate_limit_error", code="max_inflight_per_client",
+                            headers={"Retry-After": "1", "Connection": "close"})
+        if self.rate:
+            record.tokens -= 1
+        record.inflight += 1
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        limited = self.rate or self.max_inflight
+        if not limited or scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+            await self.app(scope, receive, send)
+            return
+        host = scope["client"][0] if scope.get("client") else "unknown"
+        refused = self.refusal(host, time.monotonic())
+        if refused is not None:  # and its connection closed: the rest of its body is not read either
+            await refused.response()(scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            record = self.clients.get(host)
+            if record is not None:  # a forgotten client's count went with it
+                record.inflight -= 1
 
 
 @dataclass
@@ -280,6 +357,14 @@ def create_app(state: ServerState) -> FastAPI:
         return JSONResponse(body, status_code=error.status_code, headers=error.headers)
 
     app.add_middleware(BodyLimit, max_bytes=state.limits.max_body_bytes)
+    limits = state.limits  # added last, so it runs first: a refused client's body is never read
+    app.add_middleware(
+        Admission,
+        rate=limits.rate_limit,
+        burst=limits.rate_burst,
+        max_inflight=limits.max_inflight_per_client,
+        max_clients=limits.max_clients_tracked,
+    )
 
     @app.get("/health")
     async def health() -> dict:
@@ -445,6 +530,22 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     limits.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens, help="max_tokens allowed")
     limits.add_argument("--max-media", type=int, default=defaults.max_media, help="images and videos in one request")
+    clients = parser.add_argument_group("per-client admission, before the body is read (429 with Retry-After)")
+    clients.add_argument(
+        "--rate-limit", type=float, default=defaults.rate_limit, help="API requests per second per client address (0: off)"
+    )
+    clients.add_argument(
+        "--rate-burst", type=int, default=defaults.rate_burst, help="requests a client may send at once (0: the rate)"
+    )
+    clients.add_argument(
+        "--max-inflight-per-client",
+        type=int,
+        default=defaults.max_inflight_per_client,
+        help="unanswered API requests per client address (0: off)",
+    )
+    clients.add_argument(
+        "--max-clients-tracked", type=int, default=defaults.max_clients_tracked, help="client addresses remembered"
+    )
 
 
 def build_state(args: argparse.Namespace) -> ServerState:
@@ -461,6 +562,10 @@ def build_state(args: argparse.Namespace) -> ServerState:
         max_prompt_tokens=args.max_prompt_tokens,
         max_new_tokens=args.max_new_tokens,
         max_media=args.max_media,
+        rate_limit=args.rate_limit,
+        rate_burst=args.rate_burst,
+        max_inflight_per_client=args.max_inflight_per_client,
+        max_clients_tracked=args.max_clients_tracked,
     )
     return ServerState(assistant, model_id, policy, limits)
 
