@@ -18,7 +18,7 @@ from PIL import Image
 from llava_mini.inference.generate import LlavaMini
 from llava_mini.inference.random_model import write_random_model
 from llava_mini.processing.video import write_video
-from llava_mini.serve.app import ServerLimits, ServerState, create_app
+from llava_mini.serve.app import ServerLimits, ServerState, add_serve_arguments, build_state, create_app
 from llava_mini.serve.media import MediaPolicy
 
 MODEL_ID = "llava-mini-test"
@@ -146,3 +146,17 @@ def test_the_web_page_is_served(server):
     page = httpx.get(server[0] + "/")
     assert page.status_code == 200 and "/static/page.js" in page.text
     assert "/v1/chat/completions" in httpx.get(server[0] + "/static/page.js").text
+
+
+def test_serve_options_set_the_server_limits(tmp_path):
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    model = write_random_model(tmp_path / "model")
+    args = parser.parse_args(
+        ["--model", str(model), "--max-queue", "3", "--batch-window-ms", "20", "--max-media", "2", "--rate-limit", "5"]
+    )
+    limits = build_state(args).limits
+    assert (limits.max_queue, limits.batch_window_s, limits.max_media, limits.rate_limit) == (3, 0.02, 2, 5.0)
+    assert limits.max_prompt_tokens == ServerLimits().max_prompt_tokens  # untouched options keep their defaults

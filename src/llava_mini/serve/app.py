@@ -13,7 +13,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
 
@@ -552,21 +552,9 @@ def build_state(args: argparse.Namespace) -> ServerState:
     assistant = LlavaMini.load(args.model, device=args.device)
     model_id = args.model_id or Path(assistant.model.name_or_path).name or "llava-mini"
     policy = media_policy_from_args(args, video_fps=assistant.config.video_fps)
-    limits = ServerLimits(
-        max_queue=args.max_queue,
-        max_batch_size=args.max_batch_size,
-        batch_window_s=args.batch_window_ms / 1000,
-        max_body_bytes=args.max_body_bytes,
-        max_messages=args.max_messages,
-        max_text_chars=args.max_text_chars,
-        max_prompt_tokens=args.max_prompt_tokens,
-        max_new_tokens=args.max_new_tokens,
-        max_media=args.max_media,
-        rate_limit=args.rate_limit,
-        rate_burst=args.rate_burst,
-        max_inflight_per_client=args.max_inflight_per_client,
-        max_clients_tracked=args.max_clients_tracked,
-    )
+    # Every limit with a serve option of its own name (--max-queue -> max_queue); the batch window is given in ms.
+    options = {limit.name: getattr(args, limit.name) for limit in fields(ServerLimits) if hasattr(args, limit.name)}
+    limits = ServerLimits(**options, batch_window_s=args.batch_window_ms / 1000)
     return ServerState(assistant, model_id, policy, limits)
 
 
