@@ -89,9 +89,6 @@ def test_broken_videos_are_media_errors_without_the_temporary_path(clip, cut):
 
 def test_serve_options_set_the_limits_and_refuse_non_positive_ones():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--allowed-media-dir", default=None)
-    parser.add_argument("--allow-http", action="store_true")
-    parser.add_argument("--allow-http-host", action="append", default=[])
     add_media_arguments(parser)
     policy = media_policy_from_args(
         parser.parse_args(["--max-image-pixels", "100", "--max-frames", "3", "--max-request-media-mb", "2"]), 1.0

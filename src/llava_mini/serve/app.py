@@ -501,17 +501,6 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--allowed-media-dir", default=None, help="local files clients may name (default: none)")
-    parser.add_argument(
-        "--allow-http", action="store_true", help="let the server fetch http(s) media URLs from public hosts"
-    )
-    parser.add_argument(
-        "--allow-http-host",
-        action="append",
-        default=[],
-        metavar="HOST",
-        help="with --allow-http, a host on a private network media may also come from (repeatable)",
-    )
     parser.add_argument("--max-queue", type=int, default=16, help="queued requests before answering 429")
     parser.add_argument("--max-batch-size", type=int, default=8, help="requests answered in one batch at most")
     parser.add_argument(

@@ -160,8 +160,20 @@ def load_request_medium(
 
 
 def add_media_arguments(parser: argparse.ArgumentParser) -> None:
-    """`llava-mini serve` options for the size of media (defaults: `MediaPolicy`)."""
+    """`llava-mini serve` options for where media may come from and how large it may be (defaults: `MediaPolicy`);
+    `media_policy_from_args` reads them."""
     defaults = MediaPolicy()
+    parser.add_argument("--allowed-media-dir", default=None, help="local files clients may name (default: none)")
+    parser.add_argument(
+        "--allow-http", action="store_true", help="let the server fetch http(s) media URLs from public hosts"
+    )
+    parser.add_argument(
+        "--allow-http-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="with --allow-http, a host on a private network media may also come from (repeatable)",
+    )
     parser.add_argument(
         "--max-image-pixels", type=int, default=defaults.max_image_pixels,
         help="pixels of an image once padded to a square (max(width, height) ** 2)",
