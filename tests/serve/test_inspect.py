@@ -126,3 +126,10 @@ def test_the_page_and_its_files_are_served(served):
     for name in ("page.js", "page.css", "example-count.png", "example-motion.mp4"):
         assert client.get(f"/static/{name}").status_code == 200, name
     assert client.get("/static/%2e%2e/app.py").status_code == 404
+
+
+def test_the_request_limits_of_the_chat_endpoint_hold_before_any_work(served):
+    client, _ = served
+    many = [{"role": "user", "content": "hi"}] * (ServerLimits().max_messages + 1)
+    response = client.post("/v1/inspect", json={"model": MODEL_ID, "messages": many})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "max_messages"

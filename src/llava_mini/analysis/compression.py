@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -45,15 +46,14 @@ def displayed_picture(
 
 
 @torch.inference_mode()
-def medium_attention(assistant: LlavaMini, medium: Medium, question: str) -> torch.Tensor:
-    """(P, K, g, g) attention of each compression query over the grid, per picture (P = 1 for an image,
-    the sampled frames for a video); each query's map sums to one."""
+def conversation_attention(assistant: LlavaMini, messages: Sequence[dict], media: Sequence[Medium]) -> torch.Tensor:
+    """(P, K, g, g) attention of each compression query over the grid, for every picture of a conversation's
+    media in order (an image is one picture, a video its sampled frames); each query's map sums to one."""
     if assistant.model.compressor is None:
         raise ValueError(
             "the model has no compressor (compressor_type='none'): every vision token reaches the LLM"
         )
-    messages = assistant.question_messages(question, [medium])
-    batch = assistant.prepare([messages], [[medium]])
+    batch = assistant.prepare([list(messages)], [list(media)])
     output = assistant.model(**batch)
     attention = output.compressor_attentions  # (P, K, G)
     if attention is None:
@@ -62,6 +62,11 @@ def medium_attention(assistant: LlavaMini, medium: Medium, question: str) -> tor
     if side * side != attention.shape[-1]:
         raise ValueError(f"the compressor read {attention.shape[-1]} positions, not a square grid")
     return attention.float().cpu().reshape(attention.shape[0], attention.shape[1], side, side)
+
+
+def medium_attention(assistant: LlavaMini, medium: Medium, question: str) -> torch.Tensor:
+    """(P, K, g, g) for one medium asked about with `question` (P = 1 for an image, the frames of a video)."""
+    return conversation_attention(assistant, assistant.question_messages(question, [medium]), [medium])
 
 
 def compressor_attention(assistant: LlavaMini, image: Image.Image, question: str) -> torch.Tensor:

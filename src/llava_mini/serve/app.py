@@ -389,15 +389,17 @@ def create_app(state: ServerState) -> FastAPI:
         if request.model != state.model_id:
             raise APIError(404, f"model {request.model!r} does not exist; this server serves {state.model_id!r}", param="model")
 
+        check_request_size(state.limits, request)
+
         def run() -> dict:
             messages, media = request_to_conversation(state, request)
-            prompt_tokens = len(state.assistant.processor.encode(messages, media).input_ids)
-            return inspect_request(state, request, prompt_tokens)
+            prompt_tokens = len(state.assistant.processor.encode(messages, media, with_labels=False).input_ids)
+            return inspect_request(state, request, messages, media, prompt_tokens)
 
         try:
             state.batcher.admit()
         except QueueFull as error:
-            raise APIError(429, str(error), kind="rate_limit_error") from error
+            raise APIError(429, str(error), kind="rate_limit_error", headers=retry_after) from error
         try:
             return await run_in_threadpool(run)
         except ValueError as error:  # media errors, a model without a compressor, a prompt over the limit

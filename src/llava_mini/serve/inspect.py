@@ -20,14 +20,14 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
 
-from llava_mini.analysis.compression import displayed_picture, medium_attention
+from llava_mini.analysis.compression import conversation_attention, displayed_picture
 from llava_mini.analysis.flops import baseline_config
-from llava_mini.serve.media import load_request_medium
 from llava_mini.serve.schemas import ChatCompletionRequest
 
 if TYPE_CHECKING:
@@ -43,59 +43,57 @@ def picture_data_url(picture: Image.Image) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
-def message_text(content: list) -> str:
-    """The text parts of one message's content, joined (the question that came with its media)."""
-    return " ".join(part.text for part in content if part.type == "text" and part.text).strip()
-
-
-def inspect_request(state: ServerState, request: ChatCompletionRequest, prompt_tokens: int) -> dict:
-    """The inspection of a request whose conversation encodes to `prompt_tokens` tokens (see the module doc).
-
-    state: the server's `ServerState` (its assistant and media policy). Each medium's attention comes from
-    one forward pass over that medium with the text of the message that carried it (pre-fusion reads it).
-    """
+def inspect_request(
+    state: ServerState,
+    request: ChatCompletionRequest,
+    messages: Sequence[dict],
+    media: Sequence[torch.Tensor],
+    prompt_tokens: int,
+) -> dict:
+    """The inspection of a request (see the module doc) from the conversation the chat endpoint would answer:
+    `messages` and `media` as `request_to_conversation` builds them (each medium's pixel values (P, S, 3, H, W),
+    in the order of the request's media parts) and its prompt length. One forward pass over the conversation
+    gives every picture's compressor attention."""
     assistant = state.assistant
-    config = assistant.config
     image_processor = assistant.processor.image_processor
-    per_picture = config.num_vision_tokens()
-    baseline_per_picture = baseline_config(config).num_vision_tokens()
-    media = []
-    for message in request.messages:
-        if isinstance(message.content, str) or message.content is None:
-            continue
-        question = message_text(message.content) or "Describe the image briefly."
-        for part in message.content:
-            if part.type == "text":
-                continue
-            reference = part.image_url if part.type == "image_url" else part.video_url
-            medium, _ = load_request_medium(part.type, reference.url, state.policy, image_processor)
-            attention = medium_attention(assistant, medium, question)  # (P, K, g, g)
-            pictures = list(medium) if isinstance(medium, torch.Tensor) else [medium]  # video: (T, S, 3, H, W)
-            frames = [
-                {
-                    "picture": picture_data_url(displayed_picture(picture, image_processor)),
-                    "attention": [
-                        [round(float(value), ATTENTION_DECIMALS) for value in query.flatten()] for query in maps
-                    ],
-                }
-                for picture, maps in zip(pictures, attention, strict=True)
-            ]
-            media.append(
-                {
-                    "type": part.type,
-                    "pictures": len(pictures),
-                    "queries": int(attention.shape[1]),
-                    "grid": int(attention.shape[-1]),
-                    "vision_tokens": len(pictures) * per_picture,
-                    "baseline_vision_tokens": len(pictures) * baseline_per_picture,
-                    "frames": frames,
-                }
-            )
+    per_picture = assistant.config.num_vision_tokens()
+    baseline_per_picture = baseline_config(assistant.config).num_vision_tokens()
+    kinds = [
+        part.type
+        for message in request.messages
+        if not isinstance(message.content, str) and message.content is not None
+        for part in message.content
+        if part.type != "text"
+    ]
+    attention = conversation_attention(assistant, messages, media) if media else None  # (P_total, K, g, g)
+    items, start = [], 0
+    for kind, pixels in zip(kinds, media, strict=True):
+        pictures = pixels.shape[0]
+        maps = attention[start : start + pictures]
+        start += pictures
+        frames = [
+            {
+                "picture": picture_data_url(displayed_picture(views, image_processor)),
+                "attention": [[round(float(value), ATTENTION_DECIMALS) for value in query.flatten()] for query in picture_maps],
+            }
+            for views, picture_maps in zip(pixels, maps, strict=True)
+        ]
+        items.append(
+            {
+                "type": kind,
+                "pictures": pictures,
+                "queries": int(maps.shape[1]),
+                "grid": int(maps.shape[-1]),
+                "vision_tokens": pictures * per_picture,
+                "baseline_vision_tokens": pictures * baseline_per_picture,
+                "frames": frames,
+            }
+        )
     return {
         "object": "inspection",
         "model": state.model_id,
         "prompt_tokens": prompt_tokens,
-        "vision_tokens": sum(item["vision_tokens"] for item in media),
-        "baseline_vision_tokens": sum(item["baseline_vision_tokens"] for item in media),
-        "media": media,
+        "vision_tokens": sum(item["vision_tokens"] for item in items),
+        "baseline_vision_tokens": sum(item["baseline_vision_tokens"] for item in items),
+        "media": items,
     }
