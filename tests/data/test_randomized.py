@@ -195,3 +195,35 @@ def test_scene_labels_are_cells_of_the_padded_square_the_tower_sees():
     assert cells[4] == 1 + 0 * len(COLOURS) + list(COLOURS).index("red")
     assert cells[3] == 1 + 3 * len(COLOURS) + list(COLOURS).index("blue")
     assert sum(cell > 0 for cell in cells) == 2
+
+
+def test_unknown_pictures_are_answered_with_what_the_model_can_describe(tmp_path, capsys):
+    from llava_mini.data.randomized import UNKNOWN_ANSWER, render_unknown_picture, unknown_questions
+
+    generate_randomized(tmp_path / "some", seed=4, num_images=40, num_videos=0, unknown_share=0.5)
+    generate_randomized(tmp_path / "none", seed=4, num_images=40, num_videos=0, unknown_share=0.0)
+    scenes = [json.loads(line) for line in (tmp_path / "some" / "scenes.jsonl").read_text().splitlines()]
+    plain = [json.loads(line) for line in (tmp_path / "none" / "scenes.jsonl").read_text().splitlines()]
+    records = json.loads((tmp_path / "some" / "instructions.json").read_text())
+    unknown = [r for r in records if r["conversations"][1]["value"] == UNKNOWN_ANSWER]
+    assert 10 <= len(unknown) <= 30
+    for record in unknown:  # every question on such a picture gets the same answer, and the tower sees no object
+        assert {turn["value"] for turn in record["conversations"][1::2]} == {UNKNOWN_ANSWER}
+        index = int(record["id"][3:])
+        assert scenes[index]["cells"] == [0] * 9 and scenes[index]["word"] == 0
+    # the other pictures are those of a world without unknown pictures (their own random stream)
+    kept = [i for i, record in enumerate(records) if record not in unknown]
+    for index in kept:
+        assert scenes[index] == plain[index]
+        name = scenes[index]["image"]
+        assert (tmp_path / "some" / name).read_bytes() == (tmp_path / "none" / name).read_bytes()
+    world = json.loads((tmp_path / "some" / "world.json").read_text())
+    assert world["unknown_share"] == 0.5 and world["question_types"].get("image/unknown", 0) > 0
+    # busy, many-coloured, and not one of the world's shapes on a plain background
+    picture = np.asarray(render_unknown_picture(random.Random(3)), np.float32)
+    assert len(np.unique(picture.reshape(-1, 3) // 32, axis=0)) > 40
+    assert {q["type"] for q in unknown_questions(random.Random(3))} == {"unknown"}
+    with pytest.raises(ValueError, match="unknown_share must lie in"):
+        generate_randomized(tmp_path / "x", seed=4, num_images=1, num_videos=0, unknown_share=1.5)
+    assert main(["data", "synth", "--out", str(tmp_path / "g"), "--images", "2", "--unknown-share", "0.1"]) == 2
+    assert "--unknown-share belongs to --world randomized" in capsys.readouterr().err

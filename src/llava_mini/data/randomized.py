@@ -55,6 +55,9 @@ MIN_CONTRAST = 110.0  # least RGB distance between an object's colour and any co
 FONT_FILES = ("DejaVuSans.ttf", "DejaVuSans-Bold.ttf", "DejaVuSerif.ttf", "DejaVuSerif-Bold.ttf",
               "DejaVuSansMono.ttf", "DejaVuSans-Oblique.ttf", "STIXGeneral.ttf", "STIXGeneralBol.ttf")
 NUMBER_NAMES = ("zero", "one", "two", "three", "four")
+# What the model says about a picture holding none of the world's things (a photograph, say).
+UNKNOWN_ANSWER = "I can only describe simple shapes, colours, words and motions."
+UNKNOWN_SHARE = 0.05  # of the pictures, drawn from their own random stream
 PLACES = ("top left", "top", "top right", "left", "centre", "right", "bottom left", "bottom", "bottom right")
 
 # {color}: "color" or "colour"; {center}: "center" or "centre"; answers never change with the spelling.
@@ -374,6 +377,47 @@ def image_questions(rng: random.Random, items: list[Item], width: int, height: i
     return questions
 
 
+def render_unknown_picture(rng: random.Random) -> Image.Image:
+    """A picture holding none of the world's things, drawn to look more like a photograph than a diagram:
+    smooth fields of arbitrary colour, many irregular blobs, strokes and fine texture."""
+    width, height = picture_size(rng, 96, 640)
+    saturation = rng.uniform(0.2, 1.0)  # photographs are mostly muted: colours pulled towards a grey
+
+    def any_colour() -> tuple[int, int, int]:
+        grey = rng.randint(40, 220)
+        return tuple(round(grey + saturation * (rng.randint(0, 255) - grey)) for _ in range(3))
+
+    rows, columns = rng.randint(2, 6), rng.randint(2, 6)
+    field = np.array([[any_colour() for _ in range(columns)] for _ in range(rows)], np.uint8)
+    canvas = Image.fromarray(field).resize((width, height), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(rng.randint(6, 40)):
+        colour = any_colour()
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        radius = rng.uniform(0.02, 0.25) * max(width, height)
+        roll = rng.random()
+        if roll < 0.55:  # an irregular blob: many corners at random distances, never one of the world's shapes
+            corners = rng.randint(7, 16)
+            points = [(x + radius * rng.uniform(0.3, 1.0) * math.cos(2 * math.pi * k / corners),
+                       y + radius * rng.uniform(0.3, 1.0) * math.sin(2 * math.pi * k / corners)) for k in range(corners)]
+            draw.polygon(points, fill=colour)
+        elif roll < 0.85:  # a stroke
+            points = [(x, y)] + [(x + rng.uniform(-radius, radius), y + rng.uniform(-radius, radius)) for _ in range(3)]
+            draw.line(points, fill=colour, width=max(1, round(radius * rng.uniform(0.05, 0.3))))
+        else:  # a patch of fine texture
+            side = max(2, round(radius))
+            texture = np.random.default_rng(rng.getrandbits(32)).normal(colour, rng.uniform(10, 60), (side, side, 3))
+            canvas.paste(Image.fromarray(np.clip(texture, 0, 255).astype(np.uint8)), (round(x), round(y)))
+    return canvas.filter(ImageFilter.GaussianBlur(rng.uniform(0.0, 2.0) * max(width, height) / 320))
+
+
+def unknown_questions(rng: random.Random) -> list[dict]:
+    """Questions about a picture without the world's things, each answered with `UNKNOWN_ANSWER`."""
+    asked = [phrase(rng, "describe_image"), phrase(rng, "count_all"), phrase(rng, "text"),
+             phrase(rng, "color", shape=rng.choice(SHAPES)), phrase(rng, "shape", colour=rng.choice(list(COLOURS)))]
+    return [dict(question=question, answer=UNKNOWN_ANSWER, type="unknown") for question in asked]
+
+
 def make_image(rng: random.Random) -> tuple[Image.Image, str, list[dict], dict]:
     """A picture (objects, or a word), its caption, its questions and its dense labels."""
     if rng.random() < 0.15:
@@ -506,11 +550,16 @@ def add_records(rng: random.Random, record_id: str, modality: str, path: str, ca
     evaluation.append(entry)
 
 
-def image_item(out: Path, seed: int, questions_per_image: int, index: int) -> dict:
+def image_item(out: Path, seed: int, questions_per_image: int, unknown_share: float, index: int) -> dict:
     """Draw and save picture `index` from its own random stream; returns its scene labels, caption record,
     training conversation and held-out question."""
     rng = random.Random(f"randomized/{seed}/image/{index}")
-    image, caption, questions, labels = make_image(rng)
+    unknown = random.Random(f"randomized/{seed}/unknown/{index}")  # its own stream: other pictures stay the same
+    if unknown.random() < unknown_share:
+        image, caption, questions = render_unknown_picture(unknown), UNKNOWN_ANSWER, unknown_questions(unknown)
+        labels = {"cells": [0] * 9, "word": 0}
+    else:
+        image, caption, questions, labels = make_image(rng)
     image, as_jpeg = degrade(rng, image)
     name = f"images/{index:06d}.{'jpg' if as_jpeg else 'png'}"
     if as_jpeg:
@@ -538,12 +587,15 @@ def video_item(out: Path, seed: int, questions_per_image: int, kind: str, index:
 
 def generate_randomized(out_dir: str | Path, seed: int, num_images: int, num_videos: int,
                         questions_per_image: int = 4, video_mix: dict[str, int] | None = None,
-                        workers: int = 1) -> dict:
+                        workers: int = 1, unknown_share: float = UNKNOWN_SHARE) -> dict:
     """Write the randomized world to out_dir, in the grid world's files (images/, videos/, captions.json,
     instructions.json, questions.jsonl, scenes.jsonl, world.json).
 
     Every picture and video has its own random stream (seed and index), so `workers` processes make the
-    same files as one."""
+    same files as one. `unknown_share` of the pictures hold none of the world's things (`render_unknown_picture`)
+    and every question on them is answered "I can only describe ..." (type "unknown")."""
+    if not 0.0 <= unknown_share <= 1.0:
+        raise ValueError(f"unknown_share must lie in [0, 1], got {unknown_share}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     schedule = video_kind_schedule(video_mix)
@@ -551,7 +603,7 @@ def generate_randomized(out_dir: str | Path, seed: int, num_images: int, num_vid
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "videos").mkdir(parents=True, exist_ok=True)
-    images = partial(image_item, out, seed, questions_per_image)
+    images = partial(image_item, out, seed, questions_per_image, unknown_share)
     videos = partial(video_item, out, seed, questions_per_image)
     with ExitStack() as stack:
         if workers > 1:
@@ -566,7 +618,7 @@ def generate_randomized(out_dir: str | Path, seed: int, num_images: int, num_vid
     captions, instructions, evaluation = ([item[key] for item in drawn + filmed] for key in ("caption", "instruction", "question"))
     world = {
         "world": "randomized", "seed": seed, "images": num_images, "videos": num_videos,
-        "questions_per_image": questions_per_image, "questions": len(evaluation),
+        "questions_per_image": questions_per_image, "unknown_share": unknown_share, "questions": len(evaluation),
         "instruction_records": len(instructions),
         "question_types": dict(sorted(Counter(f"{e['modality']}/{e['type']}" for e in evaluation).items())),
         "video_kinds": dict(Counter(kinds)),

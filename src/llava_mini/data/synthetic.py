@@ -486,6 +486,9 @@ def add_synth_arguments(parser: argparse.ArgumentParser) -> None:
                         help="questions on where single objects are, added to each training conversation (grid)")
     parser.add_argument("--workers", type=whole_number(1), default=1,
                         help="processes drawing the randomized world (same files for any number)")
+    parser.add_argument("--unknown-share", type=fraction, default=None, metavar="P",
+                        help="share of pictures holding none of the world's things, answered \"I can only describe "
+                             "simple shapes, colours, words and motions.\" (randomized; default 0.05)")
     parser.add_argument("--video-mix", type=parse_video_mix, default=None, metavar="KIND=N,...",
                         help=f"relative count of each video kind (default 1 each; kinds: {', '.join(VIDEO_KINDS)})")
 
@@ -494,15 +497,18 @@ def run_synth(args: argparse.Namespace) -> int:
     if args.images + args.videos == 0:
         raise ValueError("nothing to generate: --images and --videos are both 0")
     if args.world == "randomized":
-        from llava_mini.data.randomized import generate_randomized
+        from llava_mini.data.randomized import UNKNOWN_SHARE, generate_randomized
 
         if args.place_turns or args.text_fraction != 0.15:
             raise ValueError("--place-turns and --text-fraction belong to --world grid; the randomized world asks "
                              "where objects are among its own questions and draws words in 15% of its pictures")
+        share = UNKNOWN_SHARE if args.unknown_share is None else args.unknown_share
         world = generate_randomized(args.out, args.seed, args.images, args.videos, args.questions_per_image,
-                                    args.video_mix, args.workers)
+                                    args.video_mix, args.workers, share)
         print(json.dumps(world, indent=2))
         return 0
+    if args.unknown_share is not None:
+        raise ValueError("--unknown-share belongs to --world randomized")
     if args.workers != 1:
         raise ValueError("--workers belongs to --world randomized; the grid world is drawn from one random stream")
     world = generate_dataset(args.out, args.seed, args.images, args.videos, args.questions_per_image, args.text_fraction,
