@@ -80,6 +80,15 @@ def test_batch_times_accumulation_splits_give_equal_losses(tmp_path, world):
     assert losses_of(one) == pytest.approx(losses_of(two), rel=1e-5)
 
 
+def test_media_read_by_a_data_worker_train_what_the_training_process_reads(tmp_path, world):
+    inline = run_recipe(str(write_recipe(tmp_path / "a", world, [stage("s", "components", group_by="modality")])))
+    worker = run_recipe(str(write_recipe(tmp_path / "b", world, [stage("s", "components", group_by="modality",
+                                                                      data_workers=1)])))
+    assert losses_of(inline) == pytest.approx(losses_of(worker), rel=1e-6)
+    with pytest.raises(ValueError, match="data_workers must be a whole number >= 0"):
+        load_recipe(str(write_recipe(tmp_path / "c", world, [stage("s", "components", data_workers=-1)])))
+
+
 def test_two_stages_chain_and_new_modules_start_fresh(tmp_path, world):
     path = write_recipe(tmp_path, world, [stage("align", "align", max_steps=2),
                                          stage("instruct", "instruct", max_steps=2, model={"prefusion_layers": 1})])

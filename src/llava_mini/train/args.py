@@ -71,6 +71,9 @@ class StageArgs:
     # "modality": batches of one modality; "length": of one modality and similar length; "none": random
     # (train/sampling.py). Grouping pads less and keeps the samples of an epoch.
     group_by: Literal["none", "modality", "length"] = "none"
+    # Processes that read and encode media (decode videos, resize pictures, tokenise) ahead of the training
+    # step, so that decoding overlaps the forward/backward pass; 0 reads them in the training process.
+    data_workers: int = 0
     # Tiny recipe only: first teach a from-scratch vision tower to see (train/vision_pretraining.py).
     vision_pretraining: dict[str, Any] | None = None
 
@@ -83,6 +86,8 @@ class StageArgs:
         bad = {kind: times for kind, times in self.repeat.items() if not isinstance(times, int) or times < 1}
         if bad:
             raise ValueError(f"stage {self.name}: repeat counts must be whole numbers >= 1, got {bad}")
+        if not isinstance(self.data_workers, int) or self.data_workers < 0:
+            raise ValueError(f"stage {self.name}: data_workers must be a whole number >= 0, got {self.data_workers!r}")
         if self.group_by not in BATCH_GROUPINGS:
             raise ValueError(f"stage {self.name}: group_by is {self.group_by!r}; expected one of {list(BATCH_GROUPINGS)}")
 

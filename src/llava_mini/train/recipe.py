@@ -15,6 +15,7 @@ import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -264,7 +265,9 @@ class TrainRecipe:
         loader = DataLoader(
             dataset,
             batch_sampler=[micro for step_batches in batches for micro in step_batches],
-            collate_fn=lambda samples: processor.collate(samples, padding_side="right"),
+            collate_fn=partial(processor.collate, padding_side="right"),
+            num_workers=stage.data_workers,
+            prefetch_factor=4 if stage.data_workers else None,
         )
         iterator = iter(loader)
         progress = tqdm(
