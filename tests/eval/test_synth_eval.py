@@ -79,3 +79,33 @@ def test_a_description_question_needs_its_objects(tmp_path):
     (tmp_path / "questions.jsonl").write_text(json.dumps(entry) + "\n")
     with pytest.raises(ValueError, match="questions.jsonl:1: a 'describe' question needs its ground-truth 'objects'"):
         load_questions(tmp_path)
+
+
+def test_sentence_answers_get_room_for_a_sentence(tmp_path):
+    """Descriptions and questions on pictures without the world's things are answered with a sentence, so
+    they are asked with DESCRIBE_TOKENS new tokens; short questions with 8."""
+    from llava_mini.eval.synth import DESCRIBE_TOKENS, Question, evaluate
+
+    class RecordingAssistant:
+        def __init__(self) -> None:
+            self.budgets: dict[str, int] = {}
+
+        def medium(self, path):
+            return path
+
+        def question_messages(self, question, media):
+            return [{"role": "user", "content": question}]
+
+        def chat_batch(self, conversations, media, settings):
+            for conversation in conversations:
+                self.budgets[conversation[0]["content"]] = settings.max_new_tokens
+            return ["I can only describe simple shapes, colours, words and motions."] * len(conversations)
+
+    sentence = "I can only describe simple shapes, colours, words and motions."
+    expected = normalise_answer(sentence)  # as load_questions stores answers
+    questions = [Question("a", tmp_path / "a.png", "What is in the picture?", expected, "unknown", "image"),
+                 Question("b", tmp_path / "b.png", "What colour is the circle?", "red", "color", "image")]
+    assistant = RecordingAssistant()
+    records = evaluate(assistant, questions)
+    assert assistant.budgets == {"What is in the picture?": DESCRIBE_TOKENS, "What colour is the circle?": 8}
+    assert [record["correct"] for record in records] == [True, False]

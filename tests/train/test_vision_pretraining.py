@@ -41,7 +41,9 @@ def test_scene_head_targets_factor_each_patch_into_shape_colour_and_place():
     red_circle_top_left = 1 + 0 * 8 + 0
     green_star_bottom_right = 1 + 3 * 8 + 1
     cells = torch.tensor([[red_circle_top_left, 0, 0, 0, 0, 0, 0, 0, green_star_bottom_right]])
-    targets = {name: value.view(6, 6, -1).squeeze(-1) for name, value in head.targets(cells, torch.tensor([0])).items()}
+    unknown = torch.full((1, 36), -1)
+    targets = {name: value.view(6, 6, -1).squeeze(-1) for name, value in head.targets(cells, torch.tensor([0]), unknown).items()}
+    assert all(targets[name].eq(-1).all() for name in ("footprint", "footprint_shape", "footprint_colour"))
     assert (targets["shape"][:2, :2] == 1).all() and (targets["colour"][:2, :2] == 1).all()
     assert (targets["shape"][4:, 4:] == 4).all() and (targets["colour"][4:, 4:] == 2).all()
     assert targets["shape"][2:4].eq(0).all() and targets["colour"][:, 2:4].eq(0).all()
@@ -52,7 +54,24 @@ def test_scene_head_targets_factor_each_patch_into_shape_colour_and_place():
     logits = head(torch.zeros(1, 36, 16))
     assert {name: tensor.shape[-1] for name, tensor in logits.items()} == {
         "cell": NUM_CELL_CLASSES, "shape": 6, "colour": 9, "word": len(WORDS) + 1, "row": 6, "column": 6, "place": 2,
+        "footprint": NUM_CELL_CLASSES, "footprint_shape": 6, "footprint_colour": 9,
     }
+
+
+def test_footprints_label_the_patches_under_each_object():
+    from llava_mini.train.vision_pretraining import footprint_labels
+
+    # 4 x 4 patches; a big red circle (shape 0, colour 0) over the top-left 2 x 2 patches, a tiny green star
+    # (shape 3, colour 1) smaller than a patch at the bottom right, and a blue square drawn last over the circle.
+    labels = footprint_labels([[0, 0, 0.25, 0.25, 0.24], [3, 1, 0.9, 0.9, 0.02], [1, 2, 0.125, 0.125, 0.05]], 4).view(4, 4)
+    assert labels[0, 0] == 1 + 1 * 8 + 2  # the square, drawn last, hides the circle under its own patch
+    assert labels[0, 1] == labels[1, 0] == labels[1, 1] == 1 + 0 * 8 + 0
+    assert labels[3, 3] == 1 + 3 * 8 + 1  # the patch holding the star's centre
+    assert int((labels > 0).sum()) == 5
+    head = SceneHead(dim=16, grid_side=4)
+    targets = head.targets(torch.zeros(1, 9, dtype=torch.long), torch.tensor([0]), labels.view(1, 16))
+    assert targets["footprint_shape"].view(4, 4)[3, 3] == 4 and targets["footprint_colour"].view(4, 4)[3, 3] == 2
+    assert targets["footprint_shape"].view(4, 4)[2, 2] == 0
 
 
 def test_every_synthetic_image_has_a_label_line(world):

@@ -425,7 +425,7 @@ def make_image(rng: random.Random) -> tuple[Image.Image, str, list[dict], dict]:
         image, colour = render_word_picture(rng, word)
         caption = f'The word "{word}" written in {colour}.'
         questions = [dict(question=phrase(rng, "text"), answer=word, type="text")]
-        return image, caption, questions, {"cells": [0] * 9, "word": 1 + WORDS.index(word)}
+        return image, caption, questions, {"cells": [0] * 9, "word": 1 + WORDS.index(word), "objects": []}
     for _ in range(20):
         width, height = picture_size(rng)
         canvas, backdrop = background(rng, width, height)
@@ -451,7 +451,10 @@ def cell_labels(items: list[Item], width: int, height: int) -> dict:
         column = min(2, int((item.x + left) / side * 3))
         row = min(2, int((item.y + top) / side * 3))
         cells[row * 3 + column] = 1 + SHAPES.index(item.shape) * len(COLOURS) + list(COLOURS).index(item.colour)
-    return {"cells": cells, "word": 0}
+    # each object's place and size in the padded square (fractions of its side), for labels per patch
+    objects = [[SHAPES.index(item.shape), list(COLOURS).index(item.colour), round((item.x + left) / side, 4),
+                round((item.y + top) / side, 4), round(item.size / 2 / side, 4)] for item in items]
+    return {"cells": cells, "word": 0, "objects": objects}
 
 
 def video_format(rng: random.Random) -> tuple[int, int, int, int]:
@@ -557,7 +560,7 @@ def image_item(out: Path, seed: int, questions_per_image: int, unknown_share: fl
     unknown = random.Random(f"randomized/{seed}/unknown/{index}")  # its own stream: other pictures stay the same
     if unknown.random() < unknown_share:
         image, caption, questions = render_unknown_picture(unknown), UNKNOWN_ANSWER, unknown_questions(unknown)
-        labels = {"cells": [0] * 9, "word": 0}
+        labels = {"cells": [0] * 9, "word": 0, "objects": []}
     else:
         image, caption, questions, labels = make_image(rng)
     image, as_jpeg = degrade(rng, image)

@@ -38,7 +38,10 @@ class Question:
 
 SAME_WORDS = {"zero": "0", "one": "1", "two": "2", "three": "3", "four": "4", "five": "5", "none": "0",
               "center": "centre", "gray": "grey", "color": "colour"}
-DESCRIBE_TOKENS = 64  # new tokens for a description; short answers get 8
+DESCRIBE_TOKENS = 64  # new tokens for a sentence answer; short answers get 8
+# Question types answered with a sentence: descriptions, and questions on pictures that hold none of the
+# world's things ("I can only describe simple shapes, colours, words and motions.").
+SENTENCE_TYPES = ("describe", "unknown")
 
 
 def normalise_answer(text: str) -> str:
@@ -137,10 +140,11 @@ def evaluate(
     """Greedy answers for each question, batched; one record per question with `correct`.
 
     with_media=False asks every question without its image or video (the text-only floor). Descriptions
-    are asked in their own batches with room for a sentence; records keep the questions' order.
+    and other sentence answers (`SENTENCE_TYPES`) are asked in their own batches with room for a sentence;
+    records keep the questions' order.
     """
-    short = [q for q in questions if q.type != "describe"]
-    long = [q for q in questions if q.type == "describe"]
+    short = [q for q in questions if q.type not in SENTENCE_TYPES]
+    long = [q for q in questions if q.type in SENTENCE_TYPES]
     records: dict[int, dict] = {}
     for group, tokens in ((short, 8), (long, DESCRIBE_TOKENS)):
         settings = GenerationSettings(max_new_tokens=tokens)

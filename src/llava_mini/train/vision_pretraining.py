@@ -59,20 +59,40 @@ class VisionPretrainingArgs:
     save_every: int = 200  # steps between resumable checkpoints (when a checkpoint folder is given)
 
 
-class SceneLabels(torch.utils.data.Dataset):
-    """All labelled images preprocessed once: pixels (M, 3, H, W) and labels cells (M, 9), word (M,)."""
+def footprint_labels(objects: list[list[float]], grid_side: int) -> torch.Tensor:
+    """(g*g,) class of the object under each patch: 0, or 1 + shape x colour of the last-drawn object whose
+    square footprint holds the patch's centre; an object smaller than a patch still labels the patch holding
+    its centre. `objects`: [shape index, colour index, centre x, centre y, half size] in drawing order, as
+    fractions of the padded square's side."""
+    centres = (torch.arange(grid_side) + 0.5) / grid_side
+    labels = torch.zeros(grid_side, grid_side, dtype=torch.long)
+    for shape, colour, x, y, half in objects:
+        label = 1 + int(shape) * len(COLOURS) + int(colour)
+        inside = ((centres.view(-1, 1) - y).abs() <= half) & ((centres.view(1, -1) - x).abs() <= half)
+        labels[inside] = label
+        labels[min(grid_side - 1, int(y * grid_side)), min(grid_side - 1, int(x * grid_side))] = label
+    return labels.flatten()
 
-    def __init__(self, path: Path, image_processor: LlavaMiniImageProcessor) -> None:
+
+class SceneLabels(torch.utils.data.Dataset):
+    """All labelled images preprocessed once: pixels (M, 3, H, W) and labels cells (M, 9), word (M,), and,
+    where scenes.jsonl gives each object's place and size ("objects", the randomized world), the object
+    under every patch, footprints (M, g*g); -1 (ignored) elsewhere."""
+
+    def __init__(self, path: Path, image_processor: LlavaMiniImageProcessor, grid_side: int) -> None:
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found (made by `llava-mini data synth`)")
-        pixels, cells, words = [], [], []
+        pixels, cells, words, footprints = [], [], [], []
         for line_number, line in enumerate(path.read_text().splitlines(), start=1):
             try:
                 entry = json.loads(line)
                 image = load_image(path.parent / entry["image"])
                 cells.append(torch.tensor(entry["cells"], dtype=torch.long))
                 words.append(int(entry["word"]))
-            except (json.JSONDecodeError, KeyError, TypeError) as error:
+                objects = entry.get("objects")
+                footprints.append(footprint_labels(objects, grid_side) if objects is not None
+                                  else torch.full((grid_side * grid_side,), -1, dtype=torch.long))
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                 raise ValueError(f"{path}:{line_number}: not a scene label line ({error})") from error
             pixels.append(image_processor.preprocess_image(image)[0])
         if not pixels:
@@ -80,12 +100,13 @@ class SceneLabels(torch.utils.data.Dataset):
         self.pixels = torch.stack(pixels)
         self.cells = torch.stack(cells)
         self.words = torch.tensor(words, dtype=torch.long)
+        self.footprints = torch.stack(footprints)
 
     def __len__(self) -> int:
         return self.pixels.shape[0]
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return self.pixels[index], self.cells[index], self.words[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.pixels[index], self.cells[index], self.words[index], self.footprints[index]
 
 
 class SceneHead(nn.Module):
@@ -118,6 +139,10 @@ class SceneHead(nn.Module):
                 "row": nn.Linear(dim, grid_side),
                 "column": nn.Linear(dim, grid_side),
                 "place": nn.Linear(dim, 2),
+                # the object under the patch itself (where footprints are known), and its shape and colour
+                "footprint": nn.Linear(dim, NUM_CELL_CLASSES),
+                "footprint_shape": nn.Linear(dim, 1 + len(SHAPES)),
+                "footprint_colour": nn.Linear(dim, 1 + len(COLOURS)),
             }
         )
 
@@ -125,11 +150,16 @@ class SceneHead(nn.Module):
         normed = self.norm(features)
         return {name: classifier(normed) for name, classifier in self.classifiers.items()}
 
-    def targets(self, cells: torch.Tensor, words: torch.Tensor) -> dict[str, torch.Tensor]:
-        """(B, 9) cell classes and (B,) words -> (B, N) class targets for every head, (B, N, 2) for "place"."""
+    def targets(self, cells: torch.Tensor, words: torch.Tensor, footprints: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 9) cell classes, (B,) words and (B, N) footprints (-1: unknown) -> (B, N) class targets for every
+        head (-1 is ignored), (B, N, 2) for "place"."""
         cell = cells[:, self.patch_cells]  # (B, N)
         occupied = cell > 0
+        known, under = footprints >= 0, footprints.clamp(min=1) - 1
         return {
+            "footprint": footprints,
+            "footprint_shape": torch.where(known, torch.where(footprints > 0, 1 + under // len(COLOURS), 0), -1),
+            "footprint_colour": torch.where(known, torch.where(footprints > 0, 1 + under % len(COLOURS), 0), -1),
             "place": occupied.unsqueeze(-1) * self.cell_places,
             "cell": cell,
             "shape": torch.where(occupied, 1 + (cell - 1) // len(COLOURS), 0),
@@ -139,7 +169,9 @@ class SceneHead(nn.Module):
             "column": self.patch_columns.expand_as(cell),
         }
 
-    def loss(self, features: torch.Tensor, cells: torch.Tensor, words: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def loss(
+        self, features: torch.Tensor, cells: torch.Tensor, words: torch.Tensor, footprints: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed cross-entropy of the class heads over every patch plus `place_weight` times the place
         regression's mean squared error; also (B,) whether every patch of an image was read right (cell and word)."""
         if features.shape[1] != self.patch_cells.shape[0]:
@@ -147,9 +179,14 @@ class SceneHead(nn.Module):
                 f"vision pre-training needs patch tokens only ({self.patch_cells.shape[0]}), got {features.shape[1]}; "
                 "use vision_feature_select='patch'"
             )
-        logits, targets = self(features), self.targets(cells, words)
+        logits, targets = self(features), self.targets(cells, words, footprints)
         place = logits.pop("place")
-        loss = sum(F.cross_entropy(logits[name].flatten(0, 1), targets[name].flatten()) for name in logits)
+        # a head whose targets are all unknown (no footprints in the batch) adds nothing
+        loss = sum(
+            F.cross_entropy(logits[name].flatten(0, 1), targets[name].flatten(), ignore_index=-1, reduction="sum")
+            / (targets[name] >= 0).sum().clamp(min=1)
+            for name in logits
+        )
         loss = loss + self.place_weight * F.mse_loss(place, targets["place"])
         right = (logits["cell"].argmax(-1) == targets["cell"]) & (logits["word"].argmax(-1) == targets["word"])
         return loss, right.all(-1)
@@ -174,9 +211,9 @@ def pretrain_vision_tower(
     """
     if settings.save_every < 1:
         raise ValueError(f"vision_pretraining.save_every must be >= 1, got {settings.save_every}")
-    dataset = SceneLabels(data_root / settings.data, image_processor)
-    generator = torch.Generator().manual_seed(seed)
     grid_side = int(tower.model.config.image_size) // int(tower.model.config.patch_size)
+    dataset = SceneLabels(data_root / settings.data, image_processor, grid_side)
+    generator = torch.Generator().manual_seed(seed)
     head = SceneHead(tower.hidden_size, grid_side, settings.place_weight)
     parameters = [*tower.parameters(), *head.parameters()]
     optimizer = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
@@ -206,7 +243,7 @@ def pretrain_vision_tower(
     for step in progress:
         batch = order[step * settings.batch_size : (step + 1) * settings.batch_size]
         pixels, cells, words = dataset.pixels[batch], dataset.cells[batch], dataset.words[batch]
-        loss, image_right = head.loss(tower(pixels), cells, words)
+        loss, image_right = head.loss(tower(pixels), cells, words, dataset.footprints[batch])
         loss.backward()
         torch.nn.utils.clip_grad_norm_(parameters, 1.0)
         optimizer.step()
