@@ -27,6 +27,7 @@ from llava_mini.experiments.ablations import (
     arm_recipe,
     arms_by_name,
     merge_ablations,
+    prepare,
     read_base_recipe,
     run_ablations,
     select_questions,
@@ -228,6 +229,17 @@ def test_the_start_and_stage1_are_built_once_and_reused(settings, report, monkey
     monkeypatch.setattr(AblationRecipe, "run_stage", no_training)
     again = run_ablations(settings)
     assert [s["accuracy"] for s in again["arms"]] == [s["accuracy"] for s in report["arms"]]
+    with pytest.raises(ValueError, match="was made with other settings .instruct_steps: 4 -> 6.; use another --out"):
+        run_ablations(replace(settings, budget=replace(SMOKE, instruct_steps=6)))
+
+
+def test_prepare_builds_the_same_start_and_stage1_and_no_arm(settings, report, tmp_path):
+    prepare(replace(settings, out=tmp_path))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["align", "experiment.json", "start"]
+    assert ablations.fingerprint(tmp_path / "start" / "stage0-text" / "final") == report["start"]["sha256"]
+    for seed in (0, 1):
+        rebuilt = load(tmp_path / "align" / f"seed{seed}" / "stage0-align" / "final")
+        assert same_weights(rebuilt, load(align_of(settings, seed)))  # the same machine rebuilds it bit for bit
 
 
 # Each arm ------------------------------------------------------------------------------------------------
@@ -332,6 +344,10 @@ def test_merge_of_two_partial_runs_equals_one_run(settings, report, tmp_path):
     result["start"]["sha256"] = "0" * 64
     changed.write_text(json.dumps(result))
     with pytest.raises(ValueError, match="different shared starts"):
+        merge_ablations([folders[0], other], tmp_path / "bad")
+    result["start"]["sha256"], result["budget"]["instruct_steps"] = report["start"]["sha256"], 6
+    changed.write_text(json.dumps(result))
+    with pytest.raises(ValueError, match="different budgets"):
         merge_ablations([folders[0], other], tmp_path / "bad")
 
 

@@ -28,6 +28,7 @@ killed stage resumes from its last checkpoint, written every `eval_every` steps)
     DIR/<arm>/seed<k>/train/stage0-instruct/final/, curve.jsonl, answers.jsonl, test_answers.jsonl,
     DIR/<arm>/seed<k>/result.json         written last
     DIR/timing.json                       prefill of every arm on the timing LLM
+    DIR/experiment.json                   budget, recipe and world of DIR: a run with others is refused
     DIR/results.json, results.md, curves_<group>.png, accuracy_vs_*.png   over every result in DIR
 `--merge DIR ...` builds the tables and plots from several such folders (arms and seeds run in parallel
 sessions from copies of one start); results made from different starts are refused.
@@ -233,12 +234,12 @@ BUDGETS: dict[str, Budget] = {
     "pilot": Budget(
         "pilot",
         vision_epochs=1.0,
-        text_steps=20,
+        text_steps=30,
         align_steps=10,
-        instruct_steps=20,
+        instruct_steps=30,
         batch_size=32,
         eval_every=10,
-        curve_limit=50,
+        curve_limit=40,
         eval_limit=100,
         eval_batch_size=32,
         timing_repeats=3,
@@ -344,8 +345,9 @@ def without_media(record: ConversationRecord) -> ConversationRecord:
 class LearningCurve:
     """Held-out accuracy every `every` steps of a stage, appended to `path` (jsonl, one point per line).
 
-    Each point: step, accuracy per split (eval/synth.py's `score`), seconds per training step since the
-    previous point (evaluation excluded) and the evaluation's seconds.
+    Each point: step, accuracy per split (eval/synth.py's `score`), wall and process CPU seconds per
+    training step since the previous point (evaluation excluded; with one thread the CPU seconds are what the
+    step costs on an idle core, whatever else shares the machine) and the evaluation's seconds.
     """
 
     path: Path
@@ -354,12 +356,13 @@ class LearningCurve:
     batch_size: int
     with_media: bool
     since: float = field(default_factory=time.perf_counter)
+    since_cpu: float = field(default_factory=time.process_time)
     since_step: int = 0
 
     def restart(self, step: int) -> None:
         """A stage (re)starts at `step`: later points are dropped (they are computed again)."""
         truncate_log(self.path, step)
-        self.since, self.since_step = time.perf_counter(), step
+        self.since, self.since_cpu, self.since_step = time.perf_counter(), time.process_time(), step
 
     def due(self, step: int, total_steps: int) -> bool:
         return step % self.every == 0 or step == total_steps
@@ -368,7 +371,7 @@ class LearningCurve:
         """Evaluate `model` (left in train mode, torch's RNG untouched) and append the point."""
         from llava_mini.inference.generate import LlavaMini
 
-        trained = time.perf_counter() - self.since
+        trained, trained_cpu = time.perf_counter() - self.since, time.process_time() - self.since_cpu
         started = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             records = evaluate(LlavaMini(model, processor), self.questions, self.batch_size, self.with_media)
@@ -379,12 +382,13 @@ class LearningCurve:
             "accuracy": {split: entry["accuracy"] for split, entry in accuracy.items()},
             "questions": len(records),
             "seconds_per_step": trained / max(1, step - self.since_step),
+            "cpu_seconds_per_step": trained_cpu / max(1, step - self.since_step),
             "eval_seconds": time.perf_counter() - started,
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(json.dumps(point) + "\n")
-        self.since, self.since_step = time.perf_counter(), step
+        self.since, self.since_cpu, self.since_step = time.perf_counter(), time.process_time(), step
         return point
 
 
@@ -502,10 +506,11 @@ def run_part(recipe: AblationRecipe, stage: StageArgs, previous: Path | None) ->
     final = recipe.stage_dir(0, stage) / "final"
     if (final / "config.json").is_file():
         return final, None
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     recipe.run_stage(0, stage, previous)
     seconds = time.perf_counter() - started
-    (final.parent / "timing.json").write_text(json.dumps({"seconds": seconds}) + "\n")
+    timing = {"seconds": seconds, "cpu_seconds": time.process_time() - started_cpu, "steps": stage.max_steps}
+    (final.parent / "timing.json").write_text(json.dumps(timing) + "\n")
     return final, seconds
 
 
@@ -654,7 +659,9 @@ def timing_config(start_config: LlavaMiniConfig, arm: Arm, llm: dict[str, Any]) 
     return derive_config(start_config, text_config={**text, **llm}, **arm.fields)
 
 
-def measure_timing(start: Path, arms: Sequence[Arm], repeats: int, llm: dict[str, Any], rounds: int = 2) -> dict:
+def measure_timing(
+    start: Path, arms: Sequence[Arm], repeats: int, llm: dict[str, Any], device: str = "cpu", rounds: int = 2
+) -> dict:
     """Prefill of one image question (43 text tokens, as the flops tool) for every arm on the timing LLM,
     random weights, in this one process: `rounds` passes over the arms (so a change of load hits every arm),
     each the median of `repeats` forwards after a warm-up; the arm's time is the median over rounds. Beside
@@ -664,15 +671,17 @@ def measure_timing(start: Path, arms: Sequence[Arm], repeats: int, llm: dict[str
 
     start_config = LlavaMiniConfig.from_pretrained(start)
     size = int(start_config.vision_config.image_size)
-    pixels = torch.randn(1, 1, 3, size, size, generator=torch.Generator().manual_seed(0))  # (P, S, 3, H, W)
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(1, 1, 3, size, size, generator=generator).to(device)  # (P, S, 3, H, W)
     runs: dict[str, list[float]] = defaultdict(list)
     entries: dict[str, dict] = {}
     for _ in range(rounds):
         for arm in arms:
             config = timing_config(start_config, arm, llm)
             torch.manual_seed(0)
-            model = build_random_model(config, torch.device("cpu"), torch.float32)
+            model = build_random_model(config, torch.device(device), torch.float32)
             ids = prompt_ids(config, PAPER_TEXT_TOKENS, 0 if arm.text_only else 1, torch.Generator().manual_seed(0))
+            ids = ids.to(device)
             batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
             if not arm.text_only:
                 batch["pixel_values"] = pixels
@@ -693,7 +702,7 @@ def measure_timing(start: Path, arms: Sequence[Arm], repeats: int, llm: dict[str
         entry["prefill_ratio_vs_baseline"] = entry["prefill_seconds"] / baseline if baseline else None
     llm_layers = int(llm.get("num_hidden_layers", start_config.text_config.num_hidden_layers))
     return {"llm": llm, "llm_layers": llm_layers, "text_tokens": PAPER_TEXT_TOKENS, "repeats": repeats,
-            "rounds": rounds, "threads": torch.get_num_threads(), "arms": entries}
+            "rounds": rounds, "device": device, "threads": torch.get_num_threads(), "arms": entries}
 
 
 def timing_of(out: Path, start: Path, settings: AblationSettings) -> dict:
@@ -702,7 +711,7 @@ def timing_of(out: Path, start: Path, settings: AblationSettings) -> dict:
     if path.is_file():
         return json.loads(path.read_text())
     started = time.perf_counter()
-    timing = measure_timing(start, ARMS, settings.budget.timing_repeats, settings.timing_llm)
+    timing = measure_timing(start, ARMS, settings.budget.timing_repeats, settings.timing_llm, settings.device)
     timing["seconds"] = time.perf_counter() - started
     path.write_text(json.dumps(timing, indent=2) + "\n")
     print(f"timing LLM prefill of {len(ARMS)} arms: {timing['seconds']:.0f} s", flush=True)
@@ -1067,6 +1076,10 @@ def collect_results(folders: Sequence[Path]) -> list[dict]:
                 raise ValueError(f"{key[0]} seed {key[1]} is in both {found[key]} and {path}; keep one")
             found[key] = path
             results.append(result)
+    budgets = {json.dumps(result["budget"], sort_keys=True): result for result in results}
+    if len(budgets) > 1:
+        names = "; ".join(f"{r['arm']} seed {r['seed']}: {r['budget']}" for r in budgets.values())
+        raise ValueError(f"results were trained with different budgets ({names}); merge one budget at a time")
     starts = {result["start"]["sha256"]: result for result in results}
     if len(starts) > 1:
         names = ", ".join(f"{r['arm']} seed {r['seed']} ({sha[:12]})" for sha, r in starts.items())
@@ -1104,13 +1117,32 @@ def write_report(out: Path, results: Sequence[dict], timing: dict | None) -> dic
     return report
 
 
+def claim_folder(settings: AblationSettings) -> None:
+    """Write OUT/experiment.json on first use; later runs must use the same budget (threads aside), base
+    recipe and training world, since everything in OUT is reused."""
+    path = settings.out / "experiment.json"
+    budget = {key: value for key, value in asdict(settings.budget).items() if key != "threads"}
+    claim = {"budget": budget, "recipe": str(settings.recipe), "train_data": str(settings.train_data)}
+    if path.is_file():
+        earlier = json.loads(path.read_text())
+        changed = sorted(
+            f"{key}: {earlier['budget'].get(key)} -> {value}" for key, value in budget.items()
+            if earlier["budget"].get(key) != value
+        ) + [f"{key}: {earlier[key]} -> {claim[key]}" for key in ("recipe", "train_data") if earlier[key] != claim[key]]
+        if changed:
+            raise ValueError(f"{settings.out} was made with other settings ({'; '.join(changed)}); use another --out")
+        return
+    settings.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(claim, indent=2) + "\n")
+
+
 def run_ablations(settings: AblationSettings) -> dict:
     """The shared start, stage 1 per seed and every selected arm x seed (all resumable), the timing run,
     then the report over every result in `settings.out`."""
     settings.check()
+    claim_folder(settings)
     if settings.budget.threads:
         torch.set_num_threads(settings.budget.threads)
-    settings.out.mkdir(parents=True, exist_ok=True)
     base = read_base_recipe(settings.recipe)
     start = build_start(settings, base)
     runs = [(arm, seed) for arm in settings.arms for seed in settings.seeds]
@@ -1165,6 +1197,9 @@ def add_ablations_arguments(parser: argparse.ArgumentParser) -> None:
         help="second test set (`llava-mini data independent`); 'none' to skip",
     )
     parser.add_argument("--limit", type=int, default=None, help="final evaluation questions (default: the budget's)")
+    parser.add_argument("--instruct-steps", type=int, default=None, help="stage-2 steps per arm (default: the budget's)")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="stage-2 steps between learning-curve points and checkpoints (default: the budget's)")
     parser.add_argument("--arms", default=None, help="comma-separated arm names (default: all; see --list)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: the budget's)")
@@ -1186,9 +1221,17 @@ def run_ablations_command(args: argparse.Namespace) -> int:
     positive(args.limit, "--limit")
     positive(args.threads, "--threads")
     positive(args.seeds, "--seeds")
+    positive(args.instruct_steps, "--instruct-steps")
+    positive(args.eval_every, "--eval-every")
     if args.first_seed < 0:
         raise ValueError(f"--first-seed must be >= 0, got {args.first_seed}")
-    budget = replace(budget, eval_limit=args.limit or budget.eval_limit, threads=args.threads or budget.threads)
+    budget = replace(
+        budget,
+        eval_limit=args.limit or budget.eval_limit,
+        threads=args.threads or budget.threads,
+        instruct_steps=args.instruct_steps or budget.instruct_steps,
+        eval_every=args.eval_every or budget.eval_every,
+    )
     seeds = args.seeds or budget.seeds
     arms = arms_by_name([name.strip() for name in args.arms.split(",") if name.strip()] if args.arms else None)
     if args.list:
@@ -1224,6 +1267,7 @@ def run_ablations_command(args: argparse.Namespace) -> int:
 def prepare(settings: AblationSettings) -> None:
     """Build the shared start and stage 1 of every seed, so parallel processes find them ready."""
     settings.check()
+    claim_folder(settings)
     if settings.budget.threads:
         torch.set_num_threads(settings.budget.threads)
     base = read_base_recipe(settings.recipe)
