@@ -270,6 +270,7 @@ def test_smoke_run_writes_results_tables_and_plots(settings, report):
             run_dir = settings.out / arm.name / f"seed{seed}"
             assert (run_dir / "answers.jsonl").is_file() and (run_dir / "test_answers.jsonl").is_file()
             assert result["train"]["seconds_per_step"] > 0 and result["budget"]["name"] == "smoke"
+            assert result["train"]["cpu_seconds_per_step"] == result["curve"][1]["cpu_seconds_per_step"]
     assert all(summary["seeds"] == [0, 1] for summary in report["arms"])
     assert all("all" in summary["test_accuracy"] for summary in report["arms"])
     saved = json.loads((settings.out / "results.json").read_text())
@@ -456,7 +457,7 @@ def test_aggregate_reports_mean_and_spread_over_seeds_and_prefill_ratios():
             "prefusion_layers": 2,
             "compressed_tokens": 1,
             "trainable_parameters": {"projector": 5},
-            "train": {"seconds": 1.0, "steps": 4, "seconds_per_step": 0.25},
+            "train": {"seconds": 1.0, "steps": 4, "cpu_seconds_per_step": 0.25},
             "curve": [{"step": 2, "accuracy": {"all": accuracy / 2}}, {"step": 4, "accuracy": {"all": accuracy}}],
             "eval": {"accuracy": {"all": {"accuracy": accuracy}}},
             "test": None,
@@ -476,6 +477,7 @@ def test_aggregate_reports_mean_and_spread_over_seeds_and_prefill_ratios():
     assert baseline["accuracy"]["all"]["std"] == pytest.approx(0.1414, abs=1e-4)
     assert baseline["curve"][1]["step"] == 4 and baseline["curve"][1]["mean"] == pytest.approx(0.6)
     assert mini["accuracy"]["all"]["std"] == 0.0 and mini["test_accuracy"] == {}
+    assert mini["cpu_seconds_per_step"] == [0.25, 0.25]
     assert mini["cost"]["image"]["prefill_ratio_vs_baseline"] == pytest.approx(1.5 / 3.0)
 
 

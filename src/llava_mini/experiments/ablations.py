@@ -392,6 +392,17 @@ class LearningCurve:
         return point
 
 
+def steady_cpu_seconds_per_step(curve: Sequence[dict]) -> float | None:
+    """Process CPU seconds per stage-2 step over the curve's intervals after the first (which also holds
+    building the model and reading the data); the only interval when there is one; None without points."""
+    intervals = list(zip([0, *[point["step"] for point in curve]], curve, strict=False))
+    steady = intervals[1:] or intervals
+    steps = sum(point["step"] - before for before, point in steady)
+    if not steady or steps == 0 or any("cpu_seconds_per_step" not in point for _, point in steady):
+        return None
+    return sum(point["cpu_seconds_per_step"] * (point["step"] - before) for before, point in steady) / steps
+
+
 def read_curve(path: Path) -> list[dict]:
     """The points of a curve.jsonl (none when absent)."""
     if not path.is_file():
@@ -775,6 +786,7 @@ def run_arm(arm: Arm, seed: int, settings: AblationSettings, base: BaseRecipe, s
             "seconds": seconds,
             "curve_eval_seconds": curve_eval,
             "seconds_per_step": (seconds - curve_eval) / len(losses) if seconds and losses else None,
+            "cpu_seconds_per_step": steady_cpu_seconds_per_step(curve),
             "final_loss": losses[-1] if losses else None,
         },
         "curve": curve,
@@ -854,7 +866,7 @@ def aggregate(results: Sequence[dict]) -> list[dict]:
                 "flops": first["cost"][modality]["flops"],
                 "prefill_seconds": statistics.fmean(seconds),
             }
-        per_step = [run["train"].get("seconds_per_step") for run in runs]
+        per_step = [run["train"].get("cpu_seconds_per_step") for run in runs]
         summaries.append(
             {
                 "arm": name,
@@ -868,7 +880,7 @@ def aggregate(results: Sequence[dict]) -> list[dict]:
                 "compressed_tokens": first["compressed_tokens"],
                 "trainable_parameters": sum(first["trainable_parameters"].values()),
                 "train_seconds": [run["train"]["seconds"] for run in runs],
-                "seconds_per_step": [value for value in per_step if value is not None],
+                "cpu_seconds_per_step": [value for value in per_step if value is not None],
                 "steps": first["train"]["steps"],
                 "accuracy": accuracy_spread(runs, "eval"),
                 "test_accuracy": accuracy_spread(runs, "test"),
@@ -908,10 +920,10 @@ def results_markdown(summaries: Sequence[dict], report: dict) -> str:
         f"{budget['batch_size']} per arm from one shared start; held-out {report['questions']} questions, test "
         f"{report['test_questions']}; accuracy in % as mean ± std over seeds; {timing_llm})",
         "",
-        "| arm | paper | LLM vision tokens / picture | N | C*C | GFLOPs image, flops tool (timing LLM) "
-        "| GFLOPs image, measured (timing LLM) | prefill vs baseline (timing LLM) | prefill vs baseline (tiny LLM) "
-        "| held-out image | held-out video | held-out all | independent all | s / step | seeds |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| arm | paper | LLM vision tokens / picture | N | C*C | GFLOPs image (timing LLM) "
+        "| prefill vs baseline (timing LLM) | prefill vs baseline (tiny LLM) "
+        "| held-out image | held-out video | held-out all | independent all | CPU s / step | seeds |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for summary in summaries:
         lines.append(main_row(summary, (timing or {}).get("arms", {}).get(summary["arm"])))
@@ -930,12 +942,13 @@ def results_markdown(summaries: Sequence[dict], report: dict) -> str:
     lines += [
         "",
         "N is the number of pre-fusion layers (for `inside-llm`, the LLM layers that see every vision token). "
-        "GFLOPs: one prefill of one image and 43 text tokens on the timing LLM; flops tool: `llava-mini flops`'s "
-        "count (weight products only; '-' for arms it does not model: text-only, inside-LLM); measured: "
-        "everything torch's FlopCounterMode counts, attention included. Prefill vs baseline: median forward "
-        "time over the baseline arm's; timing LLM: random weights, every arm in one process; tiny LLM: the "
-        "trained arm on the first held-out image question. s / step: stage-2 training seconds per step, "
-        "learning-curve evaluations excluded.",
+        "GFLOPs: one prefill of one image and 43 text tokens on the timing LLM, `llava-mini flops`'s count "
+        "(weight products only); for the arms it does not model (text-only, inside-LLM, marked *) torch's "
+        "FlopCounterMode over the forward, which on a CPU also counts weight products only (it does not see "
+        "the fused attention kernel). Prefill vs baseline: median forward time over the baseline arm's; timing "
+        "LLM: random weights, every arm in one process; tiny LLM: the trained arm on the first held-out image "
+        "question. CPU s / step: process CPU seconds per stage-2 step (one thread, batch as above), after the "
+        "first curve interval, learning-curve evaluations excluded.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -946,15 +959,14 @@ def main_row(summary: dict, timing: dict | None) -> str:
     layers = summary["fields"].get("inside_llm_layers") or summary["prefusion_layers"]
     compressed = summary["compressed_tokens"] if summary["compressed_tokens"] is not None else "-"
     tool = (timing or {}).get("flops_tool")
-    counted = f"{tool['image']:.2f}" if tool else "-"
-    measured = f"{timing['flops'] / 1e9:.2f}" if timing else "-"
+    counted = f"{tool['image']:.2f}" if tool else (f"{timing['flops'] / 1e9:.2f}*" if timing else "-")
     speed = timing.get("prefill_ratio_vs_baseline") if timing else None
     tiny = summary["cost"].get("image", {}).get("prefill_ratio_vs_baseline")
-    per_step = summary["seconds_per_step"]
+    per_step = summary["cpu_seconds_per_step"]
     step_seconds = f"{statistics.fmean(per_step):.2f}" if per_step else "-"
     return (
         f"| {summary['arm']} | {summary['paper']} | {summary['llm_vision_tokens_per_picture']} | {layers} "
-        f"| {compressed} | {counted} | {measured} | {format_ratio(speed)} | {format_ratio(tiny)} "
+        f"| {compressed} | {counted} | {format_ratio(speed)} | {format_ratio(tiny)} "
         f"| {format_spread(accuracy.get('image'))} | {format_spread(accuracy.get('video'))} "
         f"| {format_spread(accuracy.get('all'))} | {format_spread(test.get('all'))} | {step_seconds} "
         f"| {len(summary['seeds'])} |"
