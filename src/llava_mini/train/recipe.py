@@ -298,6 +298,7 @@ class TrainRecipe:
                 with log_path.open("a") as handle:
                     entry = {"step": done, "loss": loss, "lr": scheduler.get_last_lr()[0], "samples_per_s": rate}
                     handle.write(json.dumps(entry) + "\n")
+            self.after_step(stage, stage_dir, done, total_steps, accelerator.unwrap_model(model), processor)
             if done % stage.save_every == 0 and done < total_steps:
                 self.save(accelerator, model, processor, stage_dir / f"checkpoint-{done}", optimizer, scheduler, losses)
                 if accelerator.is_main_process:
@@ -306,6 +307,13 @@ class TrainRecipe:
         self.save(accelerator, model, processor, final, None, None, losses, stage)
         accelerator.end_training()
         return final
+
+    def after_step(
+        self, stage: StageArgs, stage_dir: Path, step: int, total_steps: int, model, processor
+    ) -> None:
+        """Called on every process after optimizer step `step` (1-based), before that step's checkpoint is
+        written; nothing by default. `experiments/ablations.py` evaluates held-out accuracy here (its
+        learning curves). A subclass that uses the model must leave it in train mode and its RNG untouched."""
 
     def pretrain_vision(self, stage: StageArgs, stage_dir: Path, model, processor, is_main: bool) -> None:
         """Supervised vision pre-training before the stage (tiny recipe); its result is saved atomically
