@@ -1206,7 +1206,7 @@ def add_ablations_arguments(parser: argparse.ArgumentParser) -> None:
         help="world to train on (`llava-mini data synth --world randomized`)",
     )
     parser.add_argument(
-        "--data", default="runs/synth-robust-heldout", help="held-out questions (the same world, another seed)"
+        "--data", default="runs/randomized-heldout", help="held-out questions (the same world, another seed)"
     )
     parser.add_argument(
         "--test-data", default="runs/independent",
