@@ -161,7 +161,7 @@ def test_a_client_over_its_byte_budget_is_refused():
 
 
 def test_refusals_are_held_back_up_to_a_number_per_client():
-    app = Admission(Inner(), rate=SLOW, burst=1, refusal_delay_s=0.3, max_held=1)
+    app = Admission(Inner(), rate=SLOW, burst=1, refusal_delay_s=1.0, max_held=1)
 
     async def scenario():
         await call(app, "10.0.0.1")  # the burst
