@@ -87,7 +87,7 @@ class ServerLimits:
     max_inflight_per_client: int = 0  # requests one client address may have unanswered at once
     client_cpu_per_s: float = 0.0  # CPU seconds per second spent preparing one client's requests, on average
     client_cpu_burst_s: float = 1.0  # CPU seconds a client may cost at once before it is held to the rate
-    client_bytes_per_s: float = 0.0  # request body bytes per second read from one client (burst: max_body_bytes)
+    client_bytes_per_s: float = 0.0  # body bytes per second read from one client (bursts of max_body_bytes)
     refusal_delay_s: float = 1.0  # a per-client refusal is answered after this long (a retry loop slows down)
     max_held_refusals: int = 8  # refusals held at once per client; more are answered at once
     max_clients_tracked: int = 10_000  # client addresses remembered (least recently seen forgotten first)
