@@ -4,16 +4,22 @@ Starts `llava-mini serve` in a subprocess (as benchmarks/serve_load.py does: the
 or `--random-tiny`), then in one run:
 
 1. quiet: normal requests (an image and a question, greedy, the official `openai` client) -> quiet p99;
-2. hostile: the same normal requests while hostile clients send, in a loop, prompts of many short messages,
+2. control: the same normal requests while the attackers' process only spins the CPU and sends nothing ->
+   what the attackers' own share of the machine costs when they run on the server's cores (not with
+   `--no-control`);
+3. hostile: the same normal requests while hostile clients send, in a loop, prompts of many short messages,
    multi-megabyte prompts, wide pictures and chunked bodies far over the body limit -> normal p99 under
-   attack, how the hostile requests were answered, and the server's peak RSS;
-3. memory: `--rejected` large requests refused one after another -> the server's RSS before and after.
+   attack (and its ratio to the quiet and to the control p99), how the hostile requests were answered, and
+   the server's peak RSS;
+4. memory: `--rejected` large requests refused one after another -> the server's RSS before and after.
 
-By default it does this twice, side by side: on a server without per-client admission control and on one
-started with `--rate-limit` (and `--rate-burst`, `--max-inflight-per-client`; `--admission off|on` runs one).
-The hostile clients connect from `--attacker-address` (127.0.0.2), each normal client from its own loopback
-address (127.0.1.1, 127.0.1.2, ...), so the server tells them apart as it would different hosts. Only
-loopback addresses (127.0.0.0/8) are used; Linux answers all of them on `lo`.
+It does this for each server configuration of `--admission` (default: all three, one after another): `off`,
+no per-client admission control; `requests`, request counts per client (`--rate-limit`, `--rate-burst`,
+`--max-inflight-per-client`); `budget`, those plus what each client's requests cost (`--client-cpu-per-s`,
+`--client-bytes-per-s`) and refusals held back (`--refusal-delay-s`). The hostile clients connect from
+`--attacker-address` (127.0.0.2), each normal client from its own loopback address (127.0.1.1, 127.0.1.2,
+...), so the server tells them apart as it would different hosts. Only loopback addresses (127.0.0.0/8) are used;
+Linux answers all of them on `lo`.
 
 Goals (docs/hardening.md): normal p99 under attack within 2x the quiet p99; RSS growth after the rejected
 requests under 100 MB.
@@ -71,15 +77,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds the server may take to start")
     parser.add_argument("--attacker-address", default="127.0.0.2", help="loopback address the attackers send from")
     parser.add_argument(
-        "--admission", choices=("both", "off", "on"), default="both", help="servers without/with admission control"
+        "--admission",
+        default="off,requests,budget",
+        help="server configurations to measure, comma-separated: off, requests, budget (see above)",
     )
-    parser.add_argument("--rate-limit", type=float, default=10.0, help="requests/s per client address (admission on)")
-    parser.add_argument("--rate-burst", type=int, default=20, help="burst per client address (admission on)")
-    parser.add_argument("--max-inflight-per-client", type=int, default=1, help="(admission on; 0: off)")
+    parser.add_argument("--rate-limit", type=float, default=10.0, help="requests/s per client address")
+    parser.add_argument("--rate-burst", type=int, default=20, help="burst per client address")
+    parser.add_argument("--max-inflight-per-client", type=int, default=1, help="(0: off)")
+    parser.add_argument("--client-cpu-per-s", type=float, default=0.1, help="CPU s/s per client (budget)")
+    parser.add_argument("--client-bytes-per-s", type=float, default=2e6, help="body bytes/s per client (budget)")
+    parser.add_argument("--refusal-delay-s", type=float, default=1.0, help="refusals held this long (budget)")
+    parser.add_argument("--no-control", action="store_true", help="skip the control phase (attackers only spin)")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
     args = parser.parse_args(argv)
     if not ipaddress.ip_address(args.attacker_address).is_loopback:
         parser.error(f"--attacker-address {args.attacker_address} is not a loopback address (127.0.0.0/8)")
+    args.admission = args.admission.split(",")
+    if unknown := set(args.admission) - {"off", "requests", "budget"}:
+        parser.error(f"--admission: unknown configuration(s) {', '.join(sorted(unknown))}")
     args.max_queue, args.max_batch_size = 64, 8  # for start_server
     return args
 
@@ -243,6 +258,38 @@ async def normal_load(url: str, model: str, messages: list[dict], args) -> tuple
     return latencies, failures
 
 
+async def under_attack(
+    url: str, model: str, messages: list[dict], args: argparse.Namespace, kinds: list[str], pid: int | None
+) -> dict:
+    """Normal requests while the attackers' process sends hostile requests of `kinds` (or only spins the CPU,
+    for `cpu_burn`): their latencies, the hostile answers, and the CPU both sides used meanwhile."""
+    context = multiprocessing.get_context("spawn")  # the attackers' own CPU work stays out of this process
+    stop, results = context.Event(), context.Queue()
+    attacker = context.Process(target=attack, args=(url, model, args, kinds, stop, results))
+    with PeakRSS(pid) as peak:
+        attacker.start()
+        started = results.get(timeout=args.timeout)  # the attackers have built their bodies and begun
+        assert started == "started"
+        await asyncio.sleep(0.5)
+        phase = (time.perf_counter(), cpu_s(pid) if pid else 0.0)
+        latencies, failures = await normal_load(url, model, messages, args)
+        phase_s = time.perf_counter() - phase[0]
+        server_cpu = cpu_s(pid) - phase[1] if pid else None
+        stop.set()
+        answers, hostile_latency, attacker_cpu = results.get(timeout=args.timeout)
+        attacker.join()
+    return {
+        "latencies": latencies,
+        "failures": failures,
+        "phase_s": round(phase_s, 1),
+        "server_cpu_s": round(server_cpu, 1) if pid else None,
+        "answers": answers,
+        "hostile_p50_s": {kind: round(percentile(v, 0.5), 3) for kind, v in hostile_latency.items()},
+        "attacker_cpu_s": round(attacker_cpu, 1),  # the attackers' process, building bodies included
+        "peak_rss_mb": round(peak.peak, 1) if pid else None,
+    }
+
+
 async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
     client = openai.AsyncOpenAI(base_url=url + "/v1", api_key="unused", max_retries=0, timeout=args.timeout)
     model = (await client.models.list()).data[0].id
@@ -263,31 +310,31 @@ async def run(args: argparse.Namespace, url: str, pid: int | None) -> dict:
     figures["server_cpu_quiet_s"] = round(cpu_s(pid) - phase[1], 1) if pid else None
     figures["quiet_p50_s"] = round(percentile(quiet, 0.5), 3)
     figures["quiet_p99_s"] = round(percentile(quiet, 0.99), 3)
+    failures = quiet_failures
+
+    if not args.no_control:
+        control = await under_attack(url, model, messages, args, ["cpu_burn"], pid)
+        figures["control_phase_s"] = control["phase_s"]
+        figures["server_cpu_control_s"] = control["server_cpu_s"]
+        figures["attacker_cpu_control_s"] = control["attacker_cpu_s"]
+        figures["control_p50_s"] = round(percentile(control["latencies"], 0.5), 3)
+        figures["control_p99_s"] = round(percentile(control["latencies"], 0.99), 3)
+        failures += control["failures"]
 
     kinds = [kind for kind in hostile_bodies(args, model) if kind in args.kinds.split(",")]
-    context = multiprocessing.get_context("spawn")  # the attackers' own CPU work stays out of this process
-    stop, results = context.Event(), context.Queue()
-    attacker = context.Process(target=attack, args=(url, model, args, kinds, stop, results))
-    with PeakRSS(pid) as peak:
-        attacker.start()
-        started = results.get(timeout=args.timeout)  # the attackers have built their bodies and begun
-        assert started == "started"
-        await asyncio.sleep(0.5)
-        phase = (time.perf_counter(), cpu_s(pid) if pid else 0.0)
-        attacked, attacked_failures = await normal_load(url, model, messages, args)
-        figures["attacked_phase_s"] = round(time.perf_counter() - phase[0], 1)
-        figures["server_cpu_attacked_s"] = round(cpu_s(pid) - phase[1], 1) if pid else None
-        stop.set()
-        answers, hostile_latency, attacker_cpu = results.get(timeout=args.timeout)
-        attacker.join()
-    figures["attacked_p50_s"] = round(percentile(attacked, 0.5), 3)
-    figures["attacked_p99_s"] = round(percentile(attacked, 0.99), 3)
+    attacked = await under_attack(url, model, messages, args, kinds, pid)
+    figures["attacked_phase_s"] = attacked["phase_s"]
+    figures["server_cpu_attacked_s"] = attacked["server_cpu_s"]
+    figures["attacked_p50_s"] = round(percentile(attacked["latencies"], 0.5), 3)
+    figures["attacked_p99_s"] = round(percentile(attacked["latencies"], 0.99), 3)
     figures["p99_ratio"] = round(figures["attacked_p99_s"] / figures["quiet_p99_s"], 2)
-    figures["normal_failures"] = dict(quiet_failures + attacked_failures)
-    figures["hostile_answers"] = answers
-    figures["hostile_p50_s"] = {kind: round(percentile(v, 0.5), 3) for kind, v in hostile_latency.items()}
-    figures["attacker_cpu_s"] = round(attacker_cpu, 1)  # the attackers' process, building bodies included
-    figures["peak_rss_mb"] = round(peak.peak, 1) if pid else None
+    if not args.no_control:
+        figures["p99_ratio_to_control"] = round(figures["attacked_p99_s"] / figures["control_p99_s"], 2)
+    figures["normal_failures"] = dict(failures + attacked["failures"])
+    figures["hostile_answers"] = attacked["answers"]
+    figures["hostile_p50_s"] = attacked["hostile_p50_s"]
+    figures["attacker_cpu_s"] = attacked["attacker_cpu_s"]
+    figures["peak_rss_mb"] = attacked["peak_rss_mb"]
     figures["rss_start_mb"] = round(rss_start, 1) if rss_start else None
 
     if pid and args.rejected:  # memory kept after many large rejected requests
@@ -319,6 +366,15 @@ def report(figures: dict) -> str:
         f"under attack p50 {figures['attacked_p50_s']:.3f} s p99 {figures['attacked_p99_s']:.3f} s "
         f"({figures['p99_ratio']:.2f}x quiet; goal <= 2x)",
         f"normal failures: {figures['normal_failures'] or 'none'}",
+        *(
+            [
+                f"control (the attackers' process only spins, {figures['attacker_cpu_control_s']} CPU s): "
+                f"p50 {figures['control_p50_s']:.3f} s p99 {figures['control_p99_s']:.3f} s; under attack "
+                f"{figures['p99_ratio_to_control']:.2f}x the control p99"
+            ]
+            if "control_p99_s" in figures
+            else []
+        ),
         f"hostile answers: {figures['hostile_answers']}",
         f"hostile p50 latency (s): {figures['hostile_p50_s']}",
         f"phases: quiet {figures['quiet_phase_s']} s (server CPU {figures['server_cpu_quiet_s']} s), attacked "
@@ -352,18 +408,28 @@ def measure(args: argparse.Namespace, options: list[str], scratch: Path) -> dict
     return {"server_options": options, **figures}
 
 
+def server_options(args: argparse.Namespace) -> dict[str, list[str]]:
+    """The serve options of each server configuration of `--admission`."""
+    requests = ["--rate-limit", f"{args.rate_limit:g}", "--rate-burst", str(args.rate_burst)]
+    requests += ["--max-inflight-per-client", str(args.max_inflight_per_client)]
+    budget = requests + ["--client-cpu-per-s", f"{args.client_cpu_per_s:g}"]
+    budget += ["--client-bytes-per-s", f"{args.client_bytes_per_s:g}"]
+    budget += ["--refusal-delay-s", f"{args.refusal_delay_s:g}"]
+    # Without a delay the other two configurations answer refusals at once (the serve default holds them 1 s).
+    configurations = {"off": [], "requests": requests + ["--refusal-delay-s", "0"], "budget": budget}
+    return {name: configurations[name] for name in args.admission}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    admission = ["--rate-limit", f"{args.rate_limit:g}", "--rate-burst", str(args.rate_burst)]
-    admission += ["--max-inflight-per-client", str(args.max_inflight_per_client)]
-    servers = {"without_admission": [], "with_admission": admission}
-    if args.url is not None or args.admission != "both":  # one server: the given one, or the one asked for
-        servers = {"with_admission": admission} if args.admission == "on" else {"without_admission": []}
+    servers = server_options(args)
+    if args.url is not None:  # the given server, whatever its options
+        servers = {"given": []}
     results = {}
     with tempfile.TemporaryDirectory(prefix="hostile-load-") as scratch:
         for name, options in servers.items():
             rejected = args.rejected
-            if options:  # the RSS check's requests all come from one address: they would meet the rate limit
+            if options:  # the RSS check's requests come from one address: the per-client limits would refuse them
                 args.rejected = 0
             (Path(scratch) / name).mkdir()
             results[name] = measure(args, options, Path(scratch) / name)

@@ -18,6 +18,7 @@ from PIL import Image
 from llava_mini.inference.generate import LlavaMini
 from llava_mini.inference.random_model import write_random_model
 from llava_mini.processing.video import write_video
+from llava_mini.serve import app as serve_app
 from llava_mini.serve.app import ServerLimits, ServerState, add_serve_arguments, build_state, create_app
 from llava_mini.serve.media import MediaPolicy
 
@@ -155,8 +156,34 @@ def test_serve_options_set_the_server_limits(tmp_path):
     add_serve_arguments(parser)
     model = write_random_model(tmp_path / "model")
     args = parser.parse_args(
-        ["--model", str(model), "--max-queue", "3", "--batch-window-ms", "20", "--max-media", "2", "--rate-limit", "5"]
+        ["--model", str(model), "--max-queue", "3", "--batch-window-ms", "20", "--max-media", "2", "--rate-limit", "5",
+         "--client-cpu-per-s", "0.2", "--client-bytes-per-s", "1e6", "--refusal-delay-s", "0.5"]
     )
     limits = build_state(args).limits
     assert (limits.max_queue, limits.batch_window_s, limits.max_media, limits.rate_limit) == (3, 0.02, 2, 5.0)
+    assert (limits.client_cpu_per_s, limits.client_bytes_per_s, limits.refusal_delay_s) == (0.2, 1e6, 0.5)
     assert limits.max_prompt_tokens == ServerLimits().max_prompt_tokens  # untouched options keep their defaults
+
+
+def test_a_medium_sent_again_is_found_in_the_cache_before_it_is_decoded(tmp_path, monkeypatch):
+    state = ServerState(LlavaMini.load(write_random_model(tmp_path / "model")), MODEL_ID, MediaPolicy(), ServerLimits())
+    decoded, decode = [], serve_app.decode_request_medium
+
+    def counted(kind, *args, **kwargs):
+        decoded.append(kind)
+        return decode(kind, *args, **kwargs)
+
+    monkeypatch.setattr(serve_app, "decode_request_medium", counted)
+    url = data_url(Image.new("RGB", (30, 20), "blue"))
+    first, again = state.cached_medium("image_url", url), state.cached_medium("image_url", url)
+    assert again is first and decoded == ["image_url"]  # the second one cost its hash only
+    state.cached_medium("image_url", data_url(Image.new("RGB", (30, 20), "red")))
+    assert decoded == ["image_url", "image_url"]
+
+
+def test_the_request_body_is_in_the_openapi_schema(server):
+    schema = httpx.get(server[0] + "/openapi.json").json()
+    for path in ("/v1/chat/completions", "/v1/inspect"):
+        body = schema["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert {"model", "messages"} <= set(body["required"])
+        assert body["properties"]["messages"]["items"]["properties"]["role"]["enum"] == ["system", "user", "assistant"]

@@ -1,15 +1,16 @@
 """--allow-http fetching against local servers on 127.0.0.1 only: loopback and private targets are refused,
-after every redirect too, and one deadline bounds the whole fetch."""
+after every redirect too, and one deadline bounds the whole fetch, name lookups included."""
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from llava_mini.serve.http_fetch import FetchError, fetch
+from llava_mini.serve.http_fetch import FetchError, checked_address, fetch
 from llava_mini.serve.media import MediaError, MediaPolicy, read_reference
 
 BODY = b"\x89PNG not really" * 10
@@ -109,3 +110,24 @@ def test_a_slow_host_is_cut_at_the_deadline(origin, path):
     with pytest.raises(FetchError, match="took longer than 1 s"):
         fetch(f"http://{origin}{path}", 10_000, 1.0, allowed_hosts={"127.0.0.1"})
     assert time.monotonic() - started < 10  # bounds a hang only: 1000 bytes would take 200 s
+
+
+def test_a_slow_name_lookup_is_cut_at_the_deadline():
+    answer = threading.Event()
+
+    def slow_lookup(host, port, **_):  # a DNS server that does not answer until the test ends
+        answer.wait()
+        return []
+
+    def failed_lookup(host, port, **_):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):  # fetch() answers it as "took longer than ..."
+            checked_address("slow.example", 80, (), time.monotonic() + 0.3, getaddrinfo=slow_lookup)
+        assert time.monotonic() - started < 10  # bounds a hang only: the lookup never ends by itself
+    finally:
+        answer.set()
+    with pytest.raises(FetchError, match="could not resolve nowhere.example"):
+        checked_address("nowhere.example", 80, (), time.monotonic() + 5, getaddrinfo=failed_lookup)

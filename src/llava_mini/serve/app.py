@@ -4,6 +4,7 @@ plus /v1/inspect, what the one token sees (serve/inspect.py)."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import math
 import socket
@@ -11,16 +12,18 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field, fields
 from importlib.resources import files
 from pathlib import Path
+from typing import Any, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,8 +39,10 @@ from llava_mini.serve.media import (
     MediaError,
     MediaPolicy,
     add_media_arguments,
-    load_request_medium,
+    content_hash,
+    decode_request_medium,
     media_policy_from_args,
+    read_reference,
 )
 from llava_mini.serve.schemas import (
     ChatCompletion,
@@ -50,9 +55,12 @@ from llava_mini.serve.schemas import (
     ModelList,
     ResponseMessage,
     Usage,
+    request_body_openapi,
 )
 
 GREEDY_BELOW = 1e-5  # sampling temperatures under this decode greedily
+COST_KEY = "llava_mini.cost"  # the ASGI scope key of a request's `RequestCost` (set by `Admission`)
+T = TypeVar("T")
 
 
 @dataclass
@@ -77,11 +85,20 @@ class ServerLimits:
     rate_limit: float = 0.0  # requests per second per client address, on average
     rate_burst: int = 0  # the bucket: requests a client may send at once (0: max(1, rate_limit))
     max_inflight_per_client: int = 0  # requests one client address may have unanswered at once
+    client_cpu_per_s: float = 0.0  # CPU seconds per second spent preparing one client's requests, on average
+    client_cpu_burst_s: float = 1.0  # CPU seconds a client may cost at once before it is held to the rate
+    client_bytes_per_s: float = 0.0  # body bytes per second read from one client (bursts of max_body_bytes)
+    refusal_delay_s: float = 1.0  # a per-client refusal is answered after this long (a retry loop slows down)
+    max_held_refusals: int = 8  # refusals held at once per client; more are answered at once
     max_clients_tracked: int = 10_000  # client addresses remembered (least recently seen forgotten first)
 
     def __post_init__(self) -> None:
+        may_be_zero = (
+            "batch_window_s", "rate_limit", "rate_burst", "max_inflight_per_client", "client_cpu_per_s",
+            "client_cpu_burst_s", "client_bytes_per_s", "refusal_delay_s", "max_held_refusals",
+        )
         for name, value in vars(self).items():
-            least = 0 if name in ("batch_window_s", "rate_limit", "rate_burst", "max_inflight_per_client") else 1
+            least = 0 if name in may_be_zero else 1
             if value < least:
                 raise ValueError(f"server limit {name} (--{name.replace('_', '-')}) must be >= {least}, got {value}")
 
@@ -110,9 +127,28 @@ class APIError(HTTPException):
         return JSONResponse(body, status_code=self.status, headers=self.headers)
 
 
+def validation_message(errors: list[dict]) -> str:
+    """Pydantic's errors as one line: 'messages.0.role: Input should be ...; ...' (FastAPI's 'body' prefix dropped)."""
+    details = "; ".join(
+        f"{'.'.join(str(p) for p in item.get('loc', ()) if p != 'body')}: {item.get('msg')}" for item in errors
+    )
+    return details or "invalid request"
+
+
+@dataclass
+class RequestCost:
+    """What one admitted request cost the server, charged to its client when it is answered (`Admission`): CPU
+    seconds of its preparation (`charged_work`: parsing, validation, media decoding, tokenising) and body bytes
+    read (`BodyLimit`). It travels in the ASGI scope under `COST_KEY`."""
+
+    cpu_s: float = 0.0
+    body_bytes: int = 0
+
+
 class BodyLimit:
     """ASGI middleware: a request body over `max_bytes` is refused (413) by the bytes read, so a chunked body
-    (no Content-Length) cannot get past the limit either; reading stops at the first chunk over it."""
+    (no Content-Length) cannot get past the limit either; reading stops at the first chunk over it. The bytes
+    read are added to the request's `RequestCost`, when it has one."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app, self.max_bytes = app, max_bytes
@@ -130,12 +166,16 @@ class BodyLimit:
             await self.too_large(declared.decode()).response()(scope, receive, send)
             return
         received = 0
+        cost: RequestCost | None = scope.get(COST_KEY)
 
         async def counted_receive() -> Message:
             nonlocal received
             message = await receive()
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                received += size
+                if cost is not None:
+                    cost.body_bytes += size
                 if received > self.max_bytes:  # the app's handler answers it (FastAPI re-raises HTTP errors)
                     raise self.too_large(f"over {self.max_bytes}")
             return message
@@ -143,74 +183,143 @@ class BodyLimit:
         await self.app(scope, counted_receive, send)
 
 
+async def charged_work(request: Request, work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` in the thread pool; the CPU seconds it takes (even when it raises) are added to the request's
+    `RequestCost`, which `Admission` charges to the client."""
+    spent = 0.0
+
+    def timed() -> T:
+        nonlocal spent
+        started = time.thread_time()
+        try:
+            return work(*args)
+        finally:
+            spent = time.thread_time() - started
+
+    try:
+        return await run_in_threadpool(timed)
+    finally:
+        cost: RequestCost | None = request.scope.get(COST_KEY)
+        if cost is not None:
+            cost.cpu_s += spent
+
+
 @dataclass
 class ClientRecord:
-    """What `Admission` remembers of one client address: a token bucket and its unanswered requests."""
+    """What `Admission` remembers of one client address: its buckets, unanswered requests and held refusals.
 
-    tokens: float
+    `cpu_s` and `body_bytes` are charged after a request is answered, by what it cost, so they go negative: a
+    debt the client pays back (at its rate) before its next request is admitted."""
+
+    tokens: float  # requests the client may send at once
+    cpu_s: float  # CPU seconds of request preparation left
+    body_bytes: float  # request body bytes left
     seen: float  # time.monotonic() of the last refill
     inflight: int = 0
+    held: int = 0  # refusals being held back (refusal_delay_s)
 
 
 class Admission:
     """ASGI middleware: per-client admission control on the API (/v1/...), before the body is read or parsed.
 
     A client (the peer address, or the one uvicorn takes from X-Forwarded-For of a trusted proxy) may send
-    `rate` requests a second on average with bursts of `burst` (a token bucket), and have at most `max_inflight`
-    unanswered; a request over either is answered 429 with `Retry-After` at once and its connection closed, so a flood of requests that
-    would be refused anyway (a 2,500-message prompt costs ~10-15 ms of JSON parsing) costs the server almost
-    nothing. At most `max_clients` addresses are remembered; the least recently seen is forgotten first (it
-    comes back with a full bucket). A limit of 0 is off.
+    `rate` requests a second on average with bursts of `burst` (a token bucket), have at most `max_inflight`
+    unanswered, and cost the server `cpu_rate` CPU seconds a second of request preparation (bursts of
+    `cpu_burst`) and `byte_rate` body bytes a second (bursts of `byte_burst`), measured on what its answered
+    requests really cost. A request over any of these is answered 429 with `Retry-After` (the time until the
+    client is admitted again) and its connection closed, so its body is neither read nor parsed. That answer is
+    held back `refusal_delay_s` (for at most `max_held` refusals of a client at once; more are answered at once),
+    so a client that ignores Retry-After and retries at once costs the server a few refusals a second, not
+    hundreds. At most `max_clients` addresses are remembered; the least recently seen is forgotten first (it
+    comes back with full buckets). A limit of 0 is off.
     """
 
     def __init__(
-        self, app: ASGIApp, rate: float = 0.0, burst: int = 0, max_inflight: int = 0, max_clients: int = 10_000
+        self,
+        app: ASGIApp,
+        rate: float = 0.0,
+        burst: int = 0,
+        max_inflight: int = 0,
+        cpu_rate: float = 0.0,
+        cpu_burst: float = 1.0,
+        byte_rate: float = 0.0,
+        byte_burst: int = 32_000_000,
+        refusal_delay_s: float = 0.0,
+        max_held: int = 8,
+        max_clients: int = 10_000,
     ) -> None:
         self.app, self.rate, self.max_inflight, self.max_clients = app, rate, max_inflight, max_clients
         self.burst = burst or max(1.0, rate)
+        self.cpu_rate, self.cpu_burst, self.byte_rate, self.byte_burst = cpu_rate, cpu_burst, byte_rate, byte_burst
+        self.refusal_delay_s, self.max_held = refusal_delay_s, max_held
         self.clients: OrderedDict[str, ClientRecord] = OrderedDict()
 
-    def refusal(self, host: str, now: float) -> APIError | None:
-        """Admit one request from `host` (counting it), or the 429 that refuses it."""
+    @property
+    def limited(self) -> bool:
+        return bool(self.rate or self.max_inflight or self.cpu_rate or self.byte_rate)
+
+    def record(self, host: str, now: float) -> ClientRecord:
+        """The client's record, its buckets refilled to `now`."""
         record = self.clients.get(host)
         if record is None:
-            record = self.clients[host] = ClientRecord(tokens=self.burst, seen=now)
+            record = self.clients[host] = ClientRecord(self.burst, self.cpu_burst, self.byte_burst, seen=now)
             while len(self.clients) > self.max_clients:
                 self.clients.popitem(last=False)
         self.clients.move_to_end(host)
-        if self.rate:
-            record.tokens = min(self.burst, record.tokens + (now - record.seen) * self.rate)
-            record.seen = now
-            if record.tokens < 1:
-                wait_s = math.ceil((1 - record.tokens) / self.rate)
-                message = f"more than {self.rate:g} requests per second from {host} (rate_limit); retry in {wait_s} s"
-                return APIError(429, message, kind="rate_limit_error", code="rate_limit",
-                                headers={"Retry-After": str(wait_s), "Connection": "close"})
+        elapsed, record.seen = now - record.seen, now
+        record.tokens = min(self.burst, record.tokens + elapsed * self.rate)
+        record.cpu_s = min(self.cpu_burst, record.cpu_s + elapsed * self.cpu_rate)
+        record.body_bytes = min(self.byte_burst, record.body_bytes + elapsed * self.byte_rate)
+        return record
+
+    def refusal(self, host: str, now: float) -> APIError | None:
+        """Admit one request from `host` (counting it), or the 429 that refuses it."""
+        record = self.record(host, now)
+
+        def refuse(code: str, what: str, wait_s: float) -> APIError:
+            wait_s = max(1, math.ceil(wait_s))
+            return APIError(429, f"{what} ({code}); retry in {wait_s} s", kind="rate_limit_error", code=code,
+                            headers={"Retry-After": str(wait_s), "Connection": "close"})
+
+        if self.rate and record.tokens < 1:
+            return refuse("rate_limit", f"more than {self.rate:g} requests per second from {host}",
+                          (1 - record.tokens) / self.rate)
+        if self.cpu_rate and record.cpu_s < 0:
+            return refuse("client_cpu_per_s", f"requests from {host} cost the server more than {self.cpu_rate:g} "
+                          "CPU seconds per second to prepare", -record.cpu_s / self.cpu_rate)
+        if self.byte_rate and record.body_bytes < 0:
+            return refuse("client_bytes_per_s", f"more than {self.byte_rate:g} body bytes per second from {host}",
+                          -record.body_bytes / self.byte_rate)
         if self.max_inflight and record.inflight >= self.max_inflight:
-            message = f"{host} already has {record.inflight} requests unanswered (max_inflight_per_client)"
-            return APIError(429, message, kind="rate_limit_error", code="max_inflight_per_client",
-                            headers={"Retry-After": "1", "Connection": "close"})
+            return refuse("max_inflight_per_client", f"{host} already has {record.inflight} requests unanswered", 1)
         if self.rate:
             record.tokens -= 1
         record.inflight += 1
         return None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        limited = self.rate or self.max_inflight
-        if not limited or scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        if not self.limited or scope["type"] != "http" or not scope["path"].startswith("/v1/"):
             await self.app(scope, receive, send)
             return
         host = scope["client"][0] if scope.get("client") else "unknown"
         refused = self.refusal(host, time.monotonic())
+        record = self.clients[host]
         if refused is not None:  # and its connection closed: the rest of its body is not read either
+            if self.refusal_delay_s and record.held < self.max_held:
+                record.held += 1
+                try:
+                    await asyncio.sleep(self.refusal_delay_s)
+                finally:
+                    record.held -= 1
             await refused.response()(scope, receive, send)
             return
+        cost = scope[COST_KEY] = RequestCost()
         try:
             await self.app(scope, receive, send)
-        finally:
-            record = self.clients.get(host)
-            if record is not None:  # a forgotten client's count went with it
-                record.inflight -= 1
+        finally:  # a forgotten client's record went with its counts; charging it does no harm
+            record.inflight -= 1
+            record.cpu_s -= cost.cpu_s
+            record.body_bytes -= cost.body_bytes
 
 
 @dataclass
@@ -221,6 +330,7 @@ class ServerState:
     limits: ServerLimits
     created: int = field(default_factory=lambda: int(time.time()))
     media_cache: OrderedDict = field(default_factory=OrderedDict)
+    media_cache_lock: threading.Lock = field(default_factory=threading.Lock)  # requests prepare in threads
     batcher: Batcher = field(init=False)
 
     def __post_init__(self) -> None:
@@ -231,16 +341,20 @@ class ServerState:
         self.batcher = Batcher(self.assistant, limits.max_batch_size, limits.batch_window_s, limits.max_queue)
 
     def cached_medium(self, kind: str, url: str, budget: MediaBudget | None = None) -> Medium:
-        """Decoded and preprocessed media by content hash: follow-up questions skip the decoding work."""
-        medium, digest = load_request_medium(kind, url, self.policy, self.assistant.processor.image_processor, budget)
-        key = (kind, digest)
-        if key in self.media_cache:
-            self.media_cache.move_to_end(key)
-            return self.media_cache[key]
+        """Preprocessed media by content hash, looked up before anything is decoded: a medium sent again (a
+        follow-up question, the same picture from many clients) costs its hash, not its decoding."""
+        data = read_reference(url, self.policy)
+        key = (kind, content_hash(data))
+        with self.media_cache_lock:
+            if key in self.media_cache:
+                self.media_cache.move_to_end(key)
+                return self.media_cache[key]
+        medium = decode_request_medium(kind, data, self.policy, self.assistant.processor.image_processor, budget)
         pixels = self.assistant.processor.preprocess_medium(medium)
-        self.media_cache[key] = pixels
-        while len(self.media_cache) > self.limits.media_cache_entries:
-            self.media_cache.popitem(last=False)
+        with self.media_cache_lock:
+            self.media_cache[key] = pixels
+            while len(self.media_cache) > self.limits.media_cache_entries:
+                self.media_cache.popitem(last=False)
         return pixels
 
 
@@ -304,6 +418,26 @@ def check_request_size(limits: ServerLimits, request: ChatCompletionRequest) -> 
         )
 
 
+def parse_request(state: ServerState, body: bytes) -> ChatCompletionRequest:
+    """A chat completions body, parsed, validated and checked against the limits that need no model work."""
+    try:
+        request = ChatCompletionRequest.model_validate_json(body)
+    except ValidationError as error:
+        raise APIError(400, validation_message(error.errors(include_url=False))) from None
+    if request.model != state.model_id:
+        raise APIError(404, f"model {request.model!r} does not exist; this server serves {state.model_id!r}", param="model")
+    check_request_size(state.limits, request)
+    return request
+
+
+def prepare_conversation(state: ServerState, request: ChatCompletionRequest) -> tuple[list[dict], list[Medium]]:
+    """The conversation and media of a request, its prompt's length checked (a 400 over the limit) off the model
+    worker: a long prompt holds no one."""
+    messages, media = request_to_conversation(state, request)
+    state.assistant.processor.encode(messages, media, with_labels=False)
+    return messages, media
+
+
 def generation_settings(state: ServerState, request: ChatCompletionRequest) -> GenerationSettings:
     max_tokens = request.max_completion_tokens or request.max_tokens or min(128, state.limits.max_new_tokens)
     if max_tokens > state.limits.max_new_tokens:
@@ -343,11 +477,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
-        details = "; ".join(
-            f"{'.'.join(str(p) for p in item.get('loc', ()) if p != 'body')}: {item.get('msg')}" for item in error.errors()
-        )
-        body = {"error": {"message": details or "invalid request", "type": "invalid_request_error", "param": None, "code": None}}
-        return JSONResponse(body, status_code=400)
+        return APIError(400, validation_message(error.errors())).response()
 
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, error: HTTPException) -> JSONResponse:
@@ -363,6 +493,12 @@ def create_app(state: ServerState) -> FastAPI:
         rate=limits.rate_limit,
         burst=limits.rate_burst,
         max_inflight=limits.max_inflight_per_client,
+        cpu_rate=limits.client_cpu_per_s,
+        cpu_burst=limits.client_cpu_burst_s,
+        byte_rate=limits.client_bytes_per_s,
+        byte_burst=limits.max_body_bytes,  # a client with a full bucket may always send one largest body
+        refusal_delay_s=limits.refusal_delay_s,
+        max_held=limits.max_held_refusals,
         max_clients=limits.max_clients_tracked,
     )
 
@@ -383,13 +519,10 @@ def create_app(state: ServerState) -> FastAPI:
     # The page's script, style and example media.
     app.mount("/static", StaticFiles(directory=str(files("llava_mini.serve").joinpath("static"))), name="static")
 
-    @app.post("/v1/inspect", response_model=None)
-    async def inspect(request: ChatCompletionRequest) -> dict:
+    @app.post("/v1/inspect", response_model=None, openapi_extra=request_body_openapi(ChatCompletionRequest))
+    async def inspect(http: Request) -> dict:
         """llava-mini's extension: the compressor's attention and token counts for a conversation (serve/inspect.py)."""
-        if request.model != state.model_id:
-            raise APIError(404, f"model {request.model!r} does not exist; this server serves {state.model_id!r}", param="model")
-
-        check_request_size(state.limits, request)
+        request = await charged_work(http, parse_request, state, await http.body())
 
         def run() -> dict:
             messages, media = request_to_conversation(state, request)
@@ -401,26 +534,23 @@ def create_app(state: ServerState) -> FastAPI:
         except QueueFull as error:
             raise APIError(429, str(error), kind="rate_limit_error", headers=retry_after) from error
         try:
-            return await run_in_threadpool(run)
+            return await charged_work(http, run)
         except ValueError as error:  # media errors, a model without a compressor, a prompt over the limit
             raise APIError(400, str(error), param="messages") from error
         finally:
             state.batcher.release()
 
-    @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(request: ChatCompletionRequest):
-        if request.model != state.model_id:
-            raise APIError(404, f"model {request.model!r} does not exist; this server serves {state.model_id!r}", param="model")
-        check_request_size(state.limits, request)
+    @app.post("/v1/chat/completions", response_model=None, openapi_extra=request_body_openapi(ChatCompletionRequest))
+    async def chat_completions(http: Request):
+        # Parsed, validated and prepared in the thread pool, its CPU time charged to the client (`Admission`).
+        request = await charged_work(http, parse_request, state, await http.body())
         settings = generation_settings(state, request)
         try:
             state.batcher.admit()
         except QueueFull as error:
             raise APIError(429, str(error), kind="rate_limit_error", headers=retry_after) from error
         try:
-            messages, media = await run_in_threadpool(request_to_conversation, state, request)
-            # The prompt's length is checked here, off the model worker: a long one is a 400 that holds no one.
-            await run_in_threadpool(state.assistant.processor.encode, messages, media, with_labels=False)
+            messages, media = await charged_work(http, prepare_conversation, state, request)
         except MediaError as error:
             state.batcher.release()
             raise APIError(400, str(error), param="messages") from error
@@ -533,6 +663,29 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=defaults.max_inflight_per_client,
         help="unanswered API requests per client address (0: off)",
+    )
+    clients.add_argument(
+        "--client-cpu-per-s",
+        type=float,
+        default=defaults.client_cpu_per_s,
+        help="CPU seconds per second the server may spend parsing, decoding media and tokenising for one client "
+        "address, measured (0: off)",
+    )
+    clients.add_argument(
+        "--client-cpu-burst-s", type=float, default=defaults.client_cpu_burst_s,
+        help="CPU seconds a client may cost at once before it is held to --client-cpu-per-s",
+    )
+    clients.add_argument(
+        "--client-bytes-per-s", type=float, default=defaults.client_bytes_per_s,
+        help="request body bytes per second read from one client address, bursts of --max-body-bytes (0: off)",
+    )
+    clients.add_argument(
+        "--refusal-delay-s", type=float, default=defaults.refusal_delay_s,
+        help="seconds a refusal by the limits above is held before it is answered (0: at once)",
+    )
+    clients.add_argument(
+        "--max-held-refusals", type=int, default=defaults.max_held_refusals,
+        help="refusals held at once per client address; more are answered at once",
     )
     clients.add_argument(
         "--max-clients-tracked", type=int, default=defaults.max_clients_tracked, help="client addresses remembered"

@@ -2,8 +2,9 @@
 
 Every hop, redirects included, must resolve only to public addresses (not private, loopback, link-local,
 shared, reserved or multicast ones) unless the operator named its host; the connection goes to the
-address that was checked (a second lookup cannot swap it), and the whole fetch, headers and body of every
-hop, ends by one deadline, so a host that trickles bytes cannot hold the request.
+address that was checked (a second lookup cannot swap it), and the whole fetch, name lookups, headers and
+body of every hop, ends by one deadline, so a host that trickles bytes or a slow DNS server cannot hold the
+request.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import ssl
 import threading
 import time
 import urllib.parse
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 
 MAX_REDIRECTS = 5
 REDIRECTS = {301, 302, 303, 307, 308}
@@ -26,10 +27,34 @@ class FetchError(ValueError):
     """The URL could not or may not be fetched; the message is safe to return to the client."""
 
 
-def checked_address(host: str, port: int, allowed_hosts: Collection[str]) -> tuple:
-    """The first (family, sockaddr) `host` resolves to, refusing hosts with any non-public address."""
+def resolve(host: str, port: int, deadline: float, getaddrinfo: Callable = socket.getaddrinfo) -> list[tuple]:
+    """`getaddrinfo(host, port)` for a stream socket, waited for until `deadline` at most (else TimeoutError).
+
+    A lookup cannot be cancelled: one that outlives the deadline ends on its own in its daemon thread."""
+    answer: dict = {}
+
+    def look_up() -> None:
+        try:
+            answer["found"] = getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except Exception as error:  # handed to the caller
+            answer["error"] = error
+
+    thread = threading.Thread(target=look_up, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(remaining(deadline))
+    if thread.is_alive():
+        raise TimeoutError
+    if "error" in answer:
+        raise answer["error"]
+    return answer["found"]
+
+
+def checked_address(
+    host: str, port: int, allowed_hosts: Collection[str], deadline: float, getaddrinfo: Callable = socket.getaddrinfo
+) -> tuple:
+    """The first (family, sockaddr) `host` resolves to by `deadline`, refusing hosts with any non-public address."""
     try:
-        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        found = resolve(host, port, deadline, getaddrinfo)
     except (socket.gaierror, UnicodeError) as error:
         raise FetchError(f"could not resolve {host}: {error}") from error
     if host not in allowed_hosts:
@@ -51,7 +76,7 @@ def open_connection(parts: urllib.parse.SplitResult, deadline: float, allowed_ho
         port = parts.port or (443 if https else 80)
     except ValueError as error:
         raise FetchError(f"invalid port in {parts.geturl()}") from error
-    family, sockaddr = checked_address(parts.hostname, port, allowed_hosts)
+    family, sockaddr = checked_address(parts.hostname, port, allowed_hosts, deadline)
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.settimeout(remaining(deadline))

@@ -145,6 +145,19 @@ def content_hash(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def decode_request_medium(
+    kind: str,
+    data: bytes,
+    policy: MediaPolicy,
+    image_processor: LlavaMiniImageProcessor,
+    budget: MediaBudget | None = None,
+) -> Medium:
+    """The medium of an `image_url` (a PIL image) or `video_url` part (its pixel values) from its bytes."""
+    if kind == "image_url":
+        return load_request_image(data, policy, image_processor, budget)
+    return load_request_video(data, policy, image_processor, budget)
+
+
 def load_request_medium(
     kind: str,
     url: str,
@@ -152,11 +165,9 @@ def load_request_medium(
     image_processor: LlavaMiniImageProcessor,
     budget: MediaBudget | None = None,
 ) -> tuple[Medium, str]:
-    """(medium, sha256 of its bytes) for an `image_url` (a PIL image) or `video_url` part (its pixel values)."""
+    """(medium, sha256 of its bytes) for an `image_url` or `video_url` part."""
     data = read_reference(url, policy)
-    if kind == "image_url":
-        return load_request_image(data, policy, image_processor, budget), content_hash(data)
-    return load_request_video(data, policy, image_processor, budget), content_hash(data)
+    return decode_request_medium(kind, data, policy, image_processor, budget), content_hash(data)
 
 
 def add_media_arguments(parser: argparse.ArgumentParser) -> None:
